@@ -1,0 +1,3 @@
+from streambind.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Prometheus metrics. Every metric streambind exports is defined here, once.
+
+Names follow Prometheus conventions: counters end in ``_total``, durations are in
+seconds and end in ``_seconds``. The Grafana dashboard (deploy/grafana) is checked
+against this module by a test, so rename with care.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import start_http_server as _start_http_server
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_EMBED_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+RECORDS = Counter(
+    "streambind_records_total",
+    "Sensor records consumed, by modality and outcome (accepted, dlq, late).",
+    ["modality", "outcome"],
+)
+DLQ = Counter(
+    "streambind_dlq_total",
+    "Records sent to the dead-letter topic, by modality and reason code.",
+    ["modality", "reason"],
+)
+WINDOWS = Counter(
+    "streambind_windows_total",
+    "Windows by modality and outcome (emitted, low_coverage, gap_filled, failed).",
+    ["modality", "outcome"],
+)
+CONSUMER_LAG = Gauge(
+    "streambind_consumer_lag_records",
+    "Records between the consumer position and the end of the partition.",
+    ["topic", "partition"],
+)
+PAUSED_PARTITIONS = Gauge(
+    "streambind_paused_partitions",
+    "Partitions paused for backpressure (the embedder is slower than the input).",
+)
+BUFFERED_WINDOWS = Gauge(
+    "streambind_buffered_windows",
+    "Closed windows waiting for the embedder.",
+)
+BATCH_SIZE = Histogram(
+    "streambind_batch_size",
+    "Windows per embedder batch, by modality.",
+    ["modality"],
+    buckets=_BATCH_BUCKETS,
+)
+EMBED_SECONDS = Histogram(
+    "streambind_embed_seconds",
+    "Seconds per embedder batch forward pass, by modality.",
+    ["modality"],
+    buckets=_EMBED_BUCKETS_S,
+)
+LATENCY_SECONDS = Histogram(
+    "streambind_end_to_end_latency_seconds",
+    "Seconds from window end (event time) to event publish, by modality.",
+    ["modality"],
+    buckets=_LATENCY_BUCKETS_S,
+)
+EVENTS = Counter(
+    "streambind_events_total",
+    "Events published, by modality.",
+    ["modality"],
+)
+LABELS = Counter(
+    "streambind_labels_total",
+    "Labels attached to published events, by label set and label.",
+    ["label_set", "label"],
+)
+
+
+def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
+    """Every sample name streambind's metrics export (``_total``, ``_bucket``... included)."""
+    names: set[str] = set()
+    for metric in registry.collect():
+        if not metric.name.startswith("streambind_"):
+            continue
+        names.add(metric.name)
+        names.update(sample.name for sample in metric.samples)
+    names.update(_suffixed_names())
+    return names
+
+
+def _suffixed_names() -> set[str]:
+    # Labelled metrics without samples yet still export these names once observed.
+    names: set[str] = set()
+    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS):
+        names.add(metric._name + "_total")
+    for metric in (BATCH_SIZE, EMBED_SECONDS, LATENCY_SECONDS):
+        names.update(metric._name + suffix for suffix in ("_bucket", "_count", "_sum"))
+    for metric in (CONSUMER_LAG, PAUSED_PARTITIONS, BUFFERED_WINDOWS):
+        names.add(metric._name)
+    return names
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve /metrics on ``addr:port`` in a daemon thread; returns the bound port."""
+    server, _thread = _start_http_server(port, addr=addr)
+    bound_port = server.server_address[1]
+    logger.info("metrics at http://%s:%d/metrics", addr, bound_port)
+    return bound_port
