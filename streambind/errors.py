@@ -14,7 +14,15 @@ class CheckpointError(StreambindError):
 
 
 class FeatureError(StreambindError, ValueError):
-    """Raw sensor data cannot be turned into a model input (shape, values, encoding)."""
+    """Raw sensor data cannot be turned into a model input (shape, values, encoding).
+
+    ``reason`` is the dead-letter code the streaming core uses when it rejects the record:
+    ``bad_shape``, ``non_finite``, ``decode_error``, ``too_short`` or ``bad_encoding``.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_shape"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class RecordError(StreambindError):
