@@ -1,0 +1,1 @@
+"""Streaming core: Kafka records in, event-time windows out, outputs published."""
