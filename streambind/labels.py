@@ -1,0 +1,310 @@
+"""Zero-shot label sets: parsing, prompt embeddings, scoring, hysteresis and fusion.
+
+A label set is the JSON/YAML document of the ``streambind.labels`` topic::
+
+    {"name": "home", "version": 3,
+     "labels": [{"name": "glass breaking", "prompts": ["glass breaking", "a window shattering"],
+                 "modalities": ["audio", "vision"], "threshold": 0.3}]}
+
+Scoring follows CLIP zero-shot classification: every prompt is wrapped in each of the
+modality's templates ("the sound of {}."), the text embeddings are L2-normalized, averaged
+per label and normalized again; a window's score for a label is the softmax over the
+labels that apply to its modality of ``LOGIT_SCALE`` times the cosine similarity. Scores
+therefore sum to one within a label set and modality, so a threshold of 0 labels every
+window and a threshold of 0.5 keeps only a clear winner.
+
+Everything here is pure except ``LabelRegistry``, which caches text embeddings per label
+set version through an injected ``embed_text`` function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from streambind import MODALITIES
+from streambind.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FUSED = "fused"
+LABEL_MODALITIES = (*MODALITIES, FUSED)
+
+LOGIT_SCALE = 100.0
+"""CLIP's softmax temperature for zero-shot scores (ImageBind's text tower learns ~100)."""
+
+MAX_LABELS = 1024
+MAX_PROMPTS_PER_LABEL = 64
+
+PROMPT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "vision": ("a photo of {}.", "a video of {}.", "a blurry photo of {}."),
+    "audio": ("the sound of {}.", "a recording of {}."),
+    "depth": ("a depth image of {}.", "a depth map of {}."),
+    "thermal": ("a thermal image of {}.", "an infrared photo of {}."),
+    "imu": ("{}.", "a person {}."),
+    FUSED: ("{}.",),
+}
+"""Per-modality prompt templates; each label prompt is wrapped in every template and averaged."""
+
+
+@dataclass(frozen=True)
+class Label:
+    """One label: its prompts, the modalities it applies to, and its score threshold."""
+
+    name: str
+    prompts: tuple[str, ...]
+    modalities: tuple[str, ...] = LABEL_MODALITIES
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A named, versioned set of labels (one ``streambind.labels`` record)."""
+
+    name: str
+    version: int
+    labels: tuple[Label, ...]
+    top_k: int = 5
+    hysteresis: float = 0.05
+
+    @classmethod
+    def from_dict(cls, doc: Mapping) -> LabelSet:
+        """Validate a decoded label-set document; raises ``ConfigError`` naming the problem."""
+        if not isinstance(doc, Mapping):
+            raise ConfigError("label set must be a JSON object")
+        name = doc.get("name")
+        version = doc.get("version")
+        raw_labels = doc.get("labels")
+        if not isinstance(name, str) or not name:
+            raise ConfigError("label set needs a non-empty string 'name'")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ConfigError(f"label set {name!r}: 'version' must be a non-negative integer")
+        if not isinstance(raw_labels, list) or not raw_labels:
+            raise ConfigError(f"label set {name!r}: 'labels' must be a non-empty list")
+        if len(raw_labels) > MAX_LABELS:
+            raise ConfigError(f"label set {name!r}: more than {MAX_LABELS} labels")
+        labels = tuple(_parse_label(name, item) for item in raw_labels)
+        names = [label.name for label in labels]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"label set {name!r}: duplicate label names")
+        top_k = doc.get("top_k", 5)
+        hysteresis = doc.get("hysteresis", 0.05)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"label set {name!r}: 'top_k' must be a positive integer")
+        if not isinstance(hysteresis, int | float) or not 0 <= hysteresis < 1:
+            raise ConfigError(f"label set {name!r}: 'hysteresis' must be in [0, 1)")
+        return cls(name, version, labels, top_k, float(hysteresis))
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> LabelSet:
+        """Parse a ``streambind.labels`` record value (UTF-8 JSON)."""
+        try:
+            doc = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"label set is not valid JSON: {exc}") from exc
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LabelSet:
+        """Read a label set from a YAML or JSON file."""
+        import yaml
+
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from exc
+        return cls.from_dict(doc)
+
+    def to_dict(self) -> dict:
+        """The document form, as published on ``streambind.labels``."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "top_k": self.top_k,
+            "hysteresis": self.hysteresis,
+            "labels": [
+                {
+                    "name": label.name,
+                    "prompts": list(label.prompts),
+                    "modalities": list(label.modalities),
+                    "threshold": label.threshold,
+                }
+                for label in self.labels
+            ],
+        }
+
+    def labels_for(self, modality: str) -> tuple[Label, ...]:
+        """The labels that apply to ``modality``."""
+        return tuple(label for label in self.labels if modality in label.modalities)
+
+
+def _parse_label(set_name: str, item: object) -> Label:
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"label set {set_name!r}: every label must be an object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"label set {set_name!r}: a label needs a non-empty 'name'")
+    prompts = item.get("prompts", [name])
+    if (
+        not isinstance(prompts, list)
+        or not prompts
+        or len(prompts) > MAX_PROMPTS_PER_LABEL
+        or not all(isinstance(p, str) and p.strip() for p in prompts)
+    ):
+        raise ConfigError(
+            f"label {name!r}: 'prompts' must be 1-{MAX_PROMPTS_PER_LABEL} non-empty strings"
+        )
+    modalities = item.get("modalities", list(LABEL_MODALITIES))
+    if not isinstance(modalities, list) or not modalities:
+        raise ConfigError(f"label {name!r}: 'modalities' must be a non-empty list")
+    unknown = sorted(set(modalities) - set(LABEL_MODALITIES))
+    if unknown:
+        raise ConfigError(f"label {name!r}: unknown modalities {unknown}")
+    threshold = item.get("threshold", 0.0)
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
+        raise ConfigError(f"label {name!r}: 'threshold' must be a number")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"label {name!r}: 'threshold' must be in [0, 1]")
+    return Label(name, tuple(prompts), tuple(modalities), float(threshold))
+
+
+def prompt_texts(label: Label, modality: str) -> list[str]:
+    """Every text the label is embedded from for ``modality``: prompts × templates."""
+    templates = PROMPT_TEMPLATES[modality]
+    return [template.format(prompt) for prompt in label.prompts for template in templates]
+
+
+def label_text_matrix(
+    label_set: LabelSet, modality: str, embed_text: Callable[[list[str]], torch.Tensor]
+) -> torch.Tensor:
+    """(L, D) unit-norm class embeddings of the labels for ``modality``, CLIP-style averaged.
+
+    ``embed_text`` maps N strings to (N, D) embeddings; it is called once for all prompts.
+    """
+    labels = label_set.labels_for(modality)
+    texts_per_label = [prompt_texts(label, modality) for label in labels]
+    flat = [text for texts in texts_per_label for text in texts]
+    if not flat:
+        return torch.empty(0, 0)
+    embeddings = torch.nn.functional.normalize(embed_text(flat).float(), dim=-1)  # (N, D)
+    rows, start = [], 0
+    for texts in texts_per_label:
+        mean = embeddings[start : start + len(texts)].mean(dim=0)
+        rows.append(torch.nn.functional.normalize(mean, dim=-1))
+        start += len(texts)
+    return torch.stack(rows)  # (L, D)
+
+
+def zero_shot_scores(embeddings: torch.Tensor, label_matrix: torch.Tensor) -> torch.Tensor:
+    """(B, L) softmax scores of window embeddings (B, D) against label embeddings (L, D)."""
+    windows = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    return torch.softmax(LOGIT_SCALE * windows @ label_matrix.T, dim=-1)
+
+
+def fuse(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ImageBind embedding arithmetic: the normalized sum of normalized embeddings (D,)."""
+    stacked = torch.nn.functional.normalize(torch.stack([e.float() for e in embeddings]), dim=-1)
+    return torch.nn.functional.normalize(stacked.sum(dim=0), dim=-1)
+
+
+@dataclass
+class Hysteresis:
+    """Keeps labels from flickering between consecutive windows of one stream.
+
+    A label switches on when its score reaches its threshold and stays on until the score
+    falls below ``threshold - margin``. State is per (device, modality, label set, label).
+    """
+
+    margin: float
+    _active: set[tuple[str, str, str, str]] = field(default_factory=set)
+
+    def apply(
+        self,
+        device_id: str,
+        modality: str,
+        label_set: str,
+        scored: Iterable[tuple[Label, float]],
+    ) -> list[tuple[str, float]]:
+        """The (label, score) pairs that are on for this window, best first."""
+        on: list[tuple[str, float]] = []
+        for label, score in scored:
+            key = (device_id, modality, label_set, label.name)
+            was_on = key in self._active
+            floor = label.threshold - self.margin if was_on else label.threshold
+            if score >= floor:
+                self._active.add(key)
+                on.append((label.name, score))
+            else:
+                self._active.discard(key)
+        on.sort(key=lambda pair: (-pair[1], pair[0]))
+        return on
+
+
+class LabelRegistry:
+    """The label sets in force and their cached text embeddings, thread-safe.
+
+    ``embed_text`` is called once per (label set version, modality); a newer version of a
+    set replaces the older one without a restart, an older or equal version is ignored.
+    """
+
+    def __init__(self, embed_text: Callable[[list[str]], torch.Tensor]):
+        self._embed_text = embed_text
+        self._sets: dict[str, LabelSet] = {}
+        self._matrices: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._hysteresis: dict[str, Hysteresis] = {}
+        self._lock = threading.Lock()
+
+    def update(self, label_set: LabelSet) -> bool:
+        """Install ``label_set`` if it is newer than the one in force; returns whether it was."""
+        with self._lock:
+            current = self._sets.get(label_set.name)
+            if current is not None and current.version >= label_set.version:
+                return False
+            self._sets[label_set.name] = label_set
+            self._hysteresis[label_set.name] = Hysteresis(label_set.hysteresis)
+            self._matrices = {
+                key: value for key, value in self._matrices.items() if key[0] != label_set.name
+            }
+        logger.info("label set %s version %d in force", label_set.name, label_set.version)
+        return True
+
+    def label_sets(self) -> list[LabelSet]:
+        """The label sets in force, by name."""
+        with self._lock:
+            return [self._sets[name] for name in sorted(self._sets)]
+
+    def matrix(self, label_set: LabelSet, modality: str) -> torch.Tensor:
+        """Cached (L, D) label embeddings for one set version and modality."""
+        key = (label_set.name, label_set.version, modality)
+        with self._lock:
+            cached = self._matrices.get(key)
+        if cached is not None:
+            return cached
+        computed = label_text_matrix(label_set, modality, self._embed_text)
+        with self._lock:
+            self._matrices[key] = computed
+        return computed
+
+    def label(
+        self, device_id: str, modality: str, embedding: torch.Tensor
+    ) -> list[tuple[LabelSet, list[tuple[str, float]]]]:
+        """Score one window embedding against every set; the labels on, per set, top-k."""
+        results = []
+        for label_set in self.label_sets():
+            labels = label_set.labels_for(modality)
+            if not labels:
+                continue
+            scores = zero_shot_scores(embedding[None], self.matrix(label_set, modality))[0]
+            scored = zip(labels, scores.tolist(), strict=True)
+            with self._lock:
+                hysteresis = self._hysteresis[label_set.name]
+                on = hysteresis.apply(device_id, modality, label_set.name, scored)
+            results.append((label_set, on[: label_set.top_k]))
+        return results

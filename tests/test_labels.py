@@ -1,0 +1,150 @@
+"""Label sets: parsing and rejection, CLIP-style prompt averaging, scores, hysteresis, fusion."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from streambind.errors import ConfigError
+from streambind.labels import (
+    LOGIT_SCALE,
+    PROMPT_TEMPLATES,
+    Hysteresis,
+    Label,
+    LabelRegistry,
+    LabelSet,
+    fuse,
+    label_text_matrix,
+    prompt_texts,
+    zero_shot_scores,
+)
+
+DOC = {
+    "name": "home",
+    "version": 1,
+    "labels": [
+        {"name": "glass breaking", "prompts": ["glass breaking"], "threshold": 0.2},
+        {"name": "dog", "prompts": ["a dog barking", "a dog"], "modalities": ["audio", "vision"]},
+    ],
+}
+
+
+def hashed_text_embedding(texts: list[str], dim: int = 16) -> torch.Tensor:
+    """A stand-in text tower: a fixed pseudo-random vector per distinct string."""
+    rows = []
+    for text in texts:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+        rows.append(torch.randn(dim, generator=torch.Generator().manual_seed(seed)))
+    return torch.stack(rows)
+
+
+def test_parse_defaults_and_round_trip():
+    label_set = LabelSet.from_dict(DOC)
+    assert label_set.labels[0].modalities == ("vision", "audio", "depth", "thermal", "imu", "fused")
+    assert label_set.labels[1].threshold == 0.0
+    assert LabelSet.from_json(json.dumps(label_set.to_dict())) == label_set
+    assert [label.name for label in label_set.labels_for("imu")] == ["glass breaking"]
+
+
+def test_from_file_reads_yaml(tmp_path):
+    path = tmp_path / "labels.yaml"
+    path.write_text("name: yard\nversion: 2\nlabels:\n  - name: rain\n    threshold: 0.1\n")
+    label_set = LabelSet.from_file(path)
+    assert (label_set.name, label_set.version) == ("yard", 2)
+    assert label_set.labels[0].prompts == ("rain",)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": ""}, "non-empty string 'name'"),
+        ({"version": -1}, "'version'"),
+        ({"version": True}, "'version'"),
+        ({"labels": []}, "non-empty list"),
+        ({"labels": [{"name": "a"}, {"name": "a"}]}, "duplicate"),
+        ({"labels": [{"name": "a", "threshold": 2}]}, "'threshold'"),
+        ({"labels": [{"name": "a", "modalities": ["smell"]}]}, "unknown modalities"),
+        ({"labels": [{"name": "a", "prompts": [""]}]}, "'prompts'"),
+        ({"top_k": 0}, "'top_k'"),
+    ],
+)
+def test_rejections_name_the_problem(change, message):
+    with pytest.raises(ConfigError, match=message):
+        LabelSet.from_dict({**DOC, **change})
+
+
+def test_bad_json_is_a_config_error():
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        LabelSet.from_json(b"{not json")
+
+
+def test_prompts_are_wrapped_in_every_template():
+    label = Label("dog", ("a dog", "puppy"))
+    texts = prompt_texts(label, "audio")
+    assert len(texts) == 2 * len(PROMPT_TEMPLATES["audio"])
+    assert "the sound of a dog." in texts and "the sound of puppy." in texts
+
+
+def test_label_matrix_is_the_normalized_mean_of_normalized_prompts():
+    label_set = LabelSet.from_dict(DOC)
+    calls = []
+
+    def embed(texts):
+        calls.append(texts)
+        return hashed_text_embedding(texts)
+
+    matrix = label_text_matrix(label_set, "audio", embed)
+    assert len(calls) == 1  # one batched call for every prompt of every label
+    dog_texts = prompt_texts(label_set.labels[1], "audio")
+    expected = torch.nn.functional.normalize(hashed_text_embedding(dog_texts), dim=-1).mean(0)
+    torch.testing.assert_close(matrix[1], expected / expected.norm())
+    torch.testing.assert_close(matrix.norm(dim=-1), torch.ones(2))
+
+
+def test_scores_are_a_softmax_over_scaled_cosines():
+    labels = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    windows = 7.0 * labels[[2, 0]]  # unnormalized on purpose
+    scores = zero_shot_scores(windows, labels)
+    torch.testing.assert_close(scores.sum(-1), torch.ones(2))
+    assert scores.argmax(-1).tolist() == [2, 0]
+    cosine = torch.nn.functional.normalize(windows, dim=-1) @ labels.T
+    torch.testing.assert_close(scores, torch.softmax(LOGIT_SCALE * cosine, -1))
+
+
+def test_hysteresis_holds_a_label_until_score_drops_below_margin():
+    label = Label("dog", ("dog",), threshold=0.5)
+    hysteresis = Hysteresis(margin=0.1)
+    sequence = [0.45, 0.55, 0.45, 0.41, 0.39, 0.45, 0.5]
+    on = [bool(hysteresis.apply("d1", "audio", "s", [(label, s)])) for s in sequence]
+    assert on == [False, True, True, True, False, False, True]
+    # State is per device: another device starts off.
+    assert hysteresis.apply("d2", "audio", "s", [(label, 0.45)]) == []
+
+
+def test_fuse_is_normalized_sum_of_normalized():
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 0.5])
+    torch.testing.assert_close(fuse([a, b]), torch.tensor([1.0, 1.0]) / 2**0.5)
+
+
+def test_registry_caches_per_version_and_replaces_on_newer_version():
+    calls = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        return hashed_text_embedding(texts)
+
+    registry = LabelRegistry(embed)
+    assert registry.update(LabelSet.from_dict(DOC))
+    window = hashed_text_embedding(["the sound of a dog barking."])[0]
+    first = registry.label("d1", "audio", window)
+    registry.label("d1", "audio", window)
+    assert len(calls) == 1  # text embeddings computed once per version and modality
+    (label_set, on), = first
+    assert label_set.version == 1 and on[0][0] == "dog"  # thresholds 0 / 0.2: best first
+    assert not registry.update(LabelSet.from_dict(DOC))  # same version: ignored
+    newer = {**DOC, "version": 2, "labels": [{"name": "cat", "prompts": ["a cat"]}]}
+    assert registry.update(LabelSet.from_dict(newer))
+    (label_set, on), = registry.label("d1", "audio", window)
+    assert label_set.version == 2 and [name for name, _ in on] == ["cat"]
+    assert len(calls) == 2
