@@ -1,0 +1,220 @@
+"""The pipeline's configuration: one YAML file, overridable from the environment.
+
+Sections and their defaults are the frozen dataclasses below. Any key can be overridden
+with an environment variable ``STREAMBIND_<SECTION>__<KEY>``, for example
+``STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD`` or ``STREAMBIND_EMBEDDER__NUM_GPUS=1``; values
+are parsed as YAML scalars. Credentials belong
+in the environment (a Kubernetes Secret), never in the file, and are masked in every repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streambind.errors import ConfigError
+
+ENV_PREFIX = "STREAMBIND_"
+SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token"})
+
+KAFKA_KEYS = frozenset(
+    {
+        "bootstrap_servers",
+        "group_id",
+        "client_id",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model the embedder loads, where, and in which precision."""
+
+    source: str = "tiny"  # "huge", "tiny", or a path to an official-layout .pth file
+    cache_dir: str | None = None
+    device: str = "auto"  # "auto" picks cuda when available
+    dtype: str = "auto"  # "auto": bf16 on GPU, fp32 on CPU
+    modalities: tuple[str, ...] | None = None  # None: every tower
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Dynamic batching of one modality in the embedder (tunable at runtime)."""
+
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.01
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """The Ray Serve embedder deployment."""
+
+    num_replicas: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    max_ongoing_requests: int = 256
+    autoscaling: Mapping[str, Any] | None = None
+    batching: Mapping[str, BatchSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """The Ray Serve ingest deployment: each replica is one consumer-group member."""
+
+    num_replicas: int = 1
+    num_cpus: float = 1.0
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Where label sets come from: a file at start, the compacted topic afterwards."""
+
+    file: str | None = None
+    topic: str = "streambind.labels"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus endpoint: each process binds the first free port from ``port``."""
+
+    port: int = 9100
+    host: str = "0.0.0.0"
+    port_attempts: int = 16
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The whole configuration. ``kafka`` and ``stream`` go to the streaming core as-is."""
+
+    kafka: Mapping[str, Any] = field(default_factory=dict)
+    stream: Mapping[str, Any] = field(default_factory=dict)
+    model: ModelSettings = ModelSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    ingest: IngestSettings = IngestSettings()
+    labels: LabelSettings = LabelSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    fusion: bool = True
+
+    def __repr__(self) -> str:
+        kafka = {k: ("***" if k in SECRET_KEYS else v) for k, v in self.kafka.items()}
+        fields = ", ".join(
+            f"{f.name}={kafka if f.name == 'kafka' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"AppConfig({fields})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (what Ray Serve passes to replicas); inverse of ``from_dict``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> AppConfig:
+        """Build and validate from nested plain data; raises ``ConfigError``."""
+        unknown = set(doc) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config sections: {sorted(unknown)}")
+        kafka = dict(doc.get("kafka") or {})
+        bad_kafka = set(kafka) - KAFKA_KEYS
+        if bad_kafka:
+            raise ConfigError(f"unknown kafka settings: {sorted(bad_kafka)}")
+        embedder = dict(doc.get("embedder") or {})
+        batching = {
+            modality: _section(BatchSettings, settings, f"embedder.batching.{modality}")
+            for modality, settings in (embedder.pop("batching", None) or {}).items()
+        }
+        model = dict(doc.get("model") or {})
+        if model.get("modalities") is not None:
+            model["modalities"] = tuple(model["modalities"])
+        return cls(
+            kafka=kafka,
+            stream=dict(doc.get("stream") or {}),
+            model=_section(ModelSettings, model, "model"),
+            embedder=dataclasses.replace(
+                _section(EmbedderSettings, embedder, "embedder"), batching=batching
+            ),
+            ingest=_section(IngestSettings, doc.get("ingest"), "ingest"),
+            labels=_section(LabelSettings, doc.get("labels"), "labels"),
+            metrics=_section(MetricsSettings, doc.get("metrics"), "metrics"),
+            fusion=bool(doc.get("fusion", True)),
+        )
+
+
+def _section(cls: type, values: Mapping[str, Any] | None, name: str) -> Any:
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown settings in {name}: {sorted(unknown)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Nested overrides from ``STREAMBIND_<SECTION>__<KEY>[__<SUBKEY>]`` variables."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        if path[-1] in SECRET_KEYS or isinstance(value, dict | list) and path[0] == "kafka":
+            value = raw  # secrets are opaque strings, whatever they look like
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, recursing into nested mappings."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AppConfig:
+    """Read the YAML file (if any), apply environment then explicit overrides, validate."""
+    import yaml
+
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+    doc = deep_merge(doc, env_overrides(os.environ if environ is None else environ))
+    doc = deep_merge(doc, overrides or {})
+    return AppConfig.from_dict(doc)

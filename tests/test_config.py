@@ -1,0 +1,60 @@
+"""Configuration: YAML file, environment overrides, validation, secrets never shown."""
+
+import pytest
+
+from streambind.config import AppConfig, BatchSettings, load_config
+from streambind.errors import ConfigError
+
+
+def test_file_then_environment_then_explicit_overrides(tmp_path):
+    path = tmp_path / "streambind.yaml"
+    path.write_text(
+        "kafka: {bootstrap_servers: 'k:9092', group_id: g1}\n"
+        "model: {source: tiny, modalities: [audio, text]}\n"
+        "embedder: {num_replicas: 2, batching: {audio: {max_batch_size: 8}}}\n"
+    )
+    environ = {
+        "STREAMBIND_KAFKA__GROUP_ID": "g2",
+        "STREAMBIND_EMBEDDER__NUM_GPUS": "0.25",
+        "STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD": "12345",  # stays a string
+        "UNRELATED": "x",
+    }
+    config = load_config(path, overrides={"ingest": {"num_replicas": 3}}, environ=environ)
+    assert config.kafka == {
+        "bootstrap_servers": "k:9092",
+        "group_id": "g2",
+        "sasl_plain_password": "12345",
+    }
+    assert config.embedder.num_gpus == 0.25 and config.embedder.num_replicas == 2
+    assert config.embedder.batching == {"audio": BatchSettings(max_batch_size=8)}
+    assert config.model.modalities == ("audio", "text")
+    assert config.ingest.num_replicas == 3
+    assert AppConfig.from_dict(config.to_dict()) == config
+
+
+def test_repr_masks_credentials():
+    config = load_config(environ={"STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(config) and "***" in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"kafak": {}}, "unknown config sections"),
+        ({"kafka": {"bootstrap": "x"}}, "unknown kafka settings"),
+        ({"model": {"sauce": "huge"}}, "unknown settings in model"),
+        ({"embedder": {"batching": {"audio": {"size": 3}}}}, "embedder.batching.audio"),
+    ],
+)
+def test_unknown_keys_are_rejected(doc, message):
+    with pytest.raises(ConfigError, match=message):
+        AppConfig.from_dict(doc)
+
+
+def test_unreadable_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad, environ={})
