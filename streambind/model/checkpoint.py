@@ -1,0 +1,421 @@
+"""Official ImageBind checkpoints: key mapping, strict loading, download and cache.
+
+The official ``imagebind_huge.pth`` (Meta, CC BY-NC-SA 4.0) is a plain state dict whose keys
+follow the reference module tree (``modality_preprocessors.vision.rgbt_stem.proj.1.weight``
+...). :func:`official_key_to_ours` renames one key to streambind's tree
+(``towers.vision.stem.proj.weight``); it is a bijection, :func:`ours_key_to_official` is
+its inverse.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from streambind.errors import CheckpointError, ConfigError
+from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
+from streambind.model.imagebind import ImageBind
+
+logger = logging.getLogger(__name__)
+
+HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+HUGE_FILENAME = "imagebind_huge.pth"
+CACHE_ENV = "STREAMBIND_CACHE"
+SHA256_ENV = "STREAMBIND_IMAGEBIND_SHA256"
+TINY_SEED = 0  # the untrained tiny model is the same on every machine
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# --------------------------------------------------------------------------- key mapping
+
+_BLOCK_SUFFIXES = {
+    "attn.in_proj_weight": "attn.qkv.weight",
+    "attn.in_proj_bias": "attn.qkv.bias",
+    "attn.out_proj.weight": "attn.out.weight",
+    "attn.out_proj.bias": "attn.out.bias",
+    "attn.bias_k": "attn.bias_k",
+    "attn.bias_v": "attn.bias_v",
+    "norm_1.weight": "norm1.weight",
+    "norm_1.bias": "norm1.bias",
+    "norm_2.weight": "norm2.weight",
+    "norm_2.bias": "norm2.bias",
+    "mlp.fc1.weight": "mlp.fc1.weight",
+    "mlp.fc1.bias": "mlp.fc1.bias",
+    "mlp.fc2.weight": "mlp.fc2.weight",
+    "mlp.fc2.bias": "mlp.fc2.bias",
+}
+_BLOCK_SUFFIXES_INV = {v: k for k, v in _BLOCK_SUFFIXES.items()}
+_MODALITY_RE = "|".join(MODEL_MODALITIES)
+_OFFICIAL_BLOCK = re.compile(rf"modality_trunks\.({_MODALITY_RE})\.blocks\.(\d+)\.(.+)")
+_OURS_BLOCK = re.compile(rf"towers\.({_MODALITY_RE})\.trunk\.blocks\.(\d+)\.(.+)")
+
+
+@functools.cache
+def _fixed_keys() -> dict[str, str]:
+    """Official -> ours for every key outside the transformer blocks."""
+    table: dict[str, str] = {}
+    for m in MODEL_MODALITIES:
+        pre, ours = f"modality_preprocessors.{m}.", f"towers.{m}."
+        if m == "text":
+            table[pre + "token_embedding.weight"] = ours + "stem.token_embedding.weight"
+            table[pre + "pos_embed"] = ours + "stem.pos_embed"
+            table[pre + "mask"] = ours + "stem.causal_mask"
+            head_norm, head_proj = "modality_heads.text.proj.0", "modality_heads.text.proj.1"
+        else:
+            stem = {"vision": "rgbt_stem.proj.1", "depth": "depth_stem.proj",
+                    "imu": "imu_stem.proj"}.get(m, "rgbt_stem.proj")
+            table[f"{pre}{stem}.weight"] = ours + "stem.proj.weight"
+            if m != "vision":  # the vision stem has no LayerNorm
+                norm = stem.rsplit(".", 1)[0] + ".norm_layer"
+                for p in ("weight", "bias"):
+                    table[f"{pre}{norm}.{p}"] = f"{ours}stem.norm.{p}"
+            table[pre + "cls_token"] = ours + "stem.cls_token"
+            pos = "pos_embed" if m == "imu" else "pos_embedding_helper.pos_embed"
+            table[pre + pos] = ours + "stem.pos_embed"
+            # The IMU head has a Dropout at index 2, shifting its projection to index 3.
+            proj_index = 3 if m == "imu" else 2
+            head_norm, head_proj = f"modality_heads.{m}.0", f"modality_heads.{m}.{proj_index}"
+        for p in ("weight", "bias"):
+            table[f"{head_norm}.{p}"] = f"{ours}head.norm.{p}"
+        table[f"{head_proj}.weight"] = ours + "head.proj.weight"
+        if m == "vision":
+            for p in ("weight", "bias"):
+                table[f"modality_trunks.vision.pre_transformer_layer.0.{p}"] = (
+                    f"{ours}trunk.pre_norm.{p}"
+                )
+        else:  # vision embeddings are only normalized; the others carry a logit scale
+            table[f"modality_postprocessors.{m}.1.log_logit_scale"] = ours + "head.log_logit_scale"
+    return table
+
+
+@functools.cache
+def _fixed_keys_inv() -> dict[str, str]:
+    return {v: k for k, v in _fixed_keys().items()}
+
+
+def official_key_to_ours(key: str) -> str:
+    """Rename one official ImageBind state-dict key to streambind's module tree.
+
+    Raises ``KeyError`` for a key that is not part of the official layout.
+    """
+    if key in _fixed_keys():
+        return _fixed_keys()[key]
+    match = _OFFICIAL_BLOCK.fullmatch(key)
+    if match and match[3] in _BLOCK_SUFFIXES:
+        return f"towers.{match[1]}.trunk.blocks.{match[2]}.{_BLOCK_SUFFIXES[match[3]]}"
+    raise KeyError(key)
+
+
+def ours_key_to_official(key: str) -> str:
+    """Inverse of :func:`official_key_to_ours`."""
+    if key in _fixed_keys_inv():
+        return _fixed_keys_inv()[key]
+    match = _OURS_BLOCK.fullmatch(key)
+    if match and match[3] in _BLOCK_SUFFIXES_INV:
+        return f"modality_trunks.{match[1]}.blocks.{match[2]}.{_BLOCK_SUFFIXES_INV[match[3]]}"
+    raise KeyError(key)
+
+
+def _tower_of(our_key: str) -> str:
+    return our_key.split(".", 2)[1]
+
+
+def _listing(title: str, keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    if len(keys) > limit:
+        shown += f", ... ({len(keys) - limit} more)"
+    return f"{len(keys)} {title}: {shown}"
+
+
+def load_official_state_dict(model: ImageBind, state_dict: Mapping[str, Any]) -> None:
+    """Load an official-layout state dict into ``model``, strictly, for the towers it has.
+
+    Keys of towers the model was built without are ignored; every other key must map to a
+    parameter or buffer of the same shape, and every parameter and buffer must be covered.
+    Works on a model built on the meta device (the tensors are then adopted, not copied).
+    """
+    expected = model.state_dict()
+    converted: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    mismatched: list[str] = []
+    mismatched_ours: set[str] = set()
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            unexpected.append(repr(key))
+            continue
+        try:
+            ours = key if key.startswith("towers.") else official_key_to_ours(key)
+        except KeyError:
+            unexpected.append(key)
+            continue
+        if _tower_of(ours) not in model.towers:
+            continue  # a tower this model was built without
+        if ours not in expected:
+            unexpected.append(key)
+        elif tuple(value.shape) != tuple(expected[ours].shape):
+            mismatched.append(
+                f"{key} {tuple(value.shape)} != expected {tuple(expected[ours].shape)}"
+            )
+            mismatched_ours.add(ours)
+        else:
+            converted[ours] = value
+    missing = [
+        _official_name(k) for k in expected if k not in converted and k not in mismatched_ours
+    ]
+    if missing or unexpected or mismatched:
+        parts = [
+            _listing(title, keys)
+            for title, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("keys with mismatched shapes", mismatched),
+            )
+            if keys
+        ]
+        towers = ", ".join(model.modalities)
+        raise CheckpointError(
+            f"checkpoint does not match the model (towers: {towers}): " + "; ".join(parts)
+        )
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(converted, strict=True, assign=on_meta)
+
+
+def _official_name(our_key: str) -> str:
+    try:
+        return ours_key_to_official(our_key)
+    except KeyError:
+        return our_key
+
+
+# --------------------------------------------------------------------------- files and cache
+
+
+def default_cache_dir() -> Path:
+    """``$STREAMBIND_CACHE``, else ``$XDG_CACHE_HOME/streambind``, else ``~/.cache/streambind``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "streambind"
+
+
+def checkpoint_cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the official huge checkpoint lives (or will be downloaded to)."""
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return base / HUGE_FILENAME
+
+
+def huge_checkpoint_available(cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the huge checkpoint is already in the cache (no download, no hashing)."""
+    return checkpoint_cache_path(cache_dir).is_file()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 24) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_sidecar(path: Path, digest: str) -> None:
+    # sha256sum format, so `sha256sum -c imagebind_huge.pth.sha256` works in the cache dir.
+    _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+
+
+def _read_sidecar(path: Path) -> str | None:
+    try:
+        text = _sidecar(path).read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return None
+    return text[0].lower() if text else None
+
+
+def download_checkpoint(
+    url: str, dest: Path, *, expected_sha256: str | None = None, progress: bool = True
+) -> str:
+    """Download ``url`` to ``dest`` through a temporary file in the same directory, hashing
+    as it goes; the file is renamed into place only when complete and (if an expected hash
+    is given) verified. Writes ``dest.sha256`` and returns the hex digest."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        try:
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(url, timeout=60) as response,  # noqa: S310 (our URL)
+            ):
+                total = response.headers.get("Content-Length")
+                with tqdm(
+                    total=int(total) if total else None, unit="B", unit_scale=True,
+                    unit_divisor=1024, desc=dest.name, disable=not progress,
+                ) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"could not download {url}: {exc}. If this machine is offline, download the "
+                f"file elsewhere and place it at {dest} (the cache directory is set by "
+                f"${CACHE_ENV})"
+            ) from exc
+        hexdigest = digest.hexdigest()
+        if expected_sha256 and hexdigest != expected_sha256:
+            raise CheckpointError(
+                f"download of {url} has SHA-256 {hexdigest}, expected {expected_sha256}"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_sidecar(dest, hexdigest)
+    logger.info("downloaded %s to %s (sha256 %s)", url, dest, hexdigest)
+    return hexdigest
+
+
+def ensure_huge_checkpoint(
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    url: str = HUGE_URL,
+    expected_sha256: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Return the path of the cached huge checkpoint, downloading it once if needed.
+
+    Integrity: Meta publishes no checksum for ``imagebind_huge.pth``, so none is built in.
+    If ``expected_sha256`` (or ``$STREAMBIND_IMAGEBIND_SHA256``) is given, the file must
+    match it. Otherwise the hash is recorded in ``imagebind_huge.pth.sha256`` when the file
+    is first downloaded (or first seen, if placed by hand) and every later load verifies
+    against that record: this catches corruption and truncation in the cache, not a file
+    that was already wrong when first fetched.
+    """
+    expected = (expected_sha256 or os.environ.get(SHA256_ENV) or "").strip().lower() or None
+    path = checkpoint_cache_path(cache_dir)
+    if not path.is_file():
+        if not download:
+            raise CheckpointError(
+                f"the ImageBind huge checkpoint is not cached: download {url} and place it at "
+                f"{path} (or set ${CACHE_ENV} to the directory that holds {HUGE_FILENAME})"
+            )
+        logger.info("downloading the ImageBind huge checkpoint to %s", path)
+        download_checkpoint(url, path, expected_sha256=expected, progress=progress)
+        return path
+    recorded = _read_sidecar(path)
+    want = expected or recorded
+    actual = sha256_file(path)
+    if want is not None and actual != want:
+        raise CheckpointError(
+            f"{path} has SHA-256 {actual} but {want} was expected "
+            f"({'given' if expected else 'recorded at first download'}); the file is corrupt "
+            "or was replaced: delete it to download it again"
+        )
+    if recorded != actual:
+        _write_sidecar(path, actual)
+        if recorded is None:
+            logger.info("recorded SHA-256 %s of %s for later checks", actual, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state dict from a ``.pth`` file, safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        try:  # memory-map zip checkpoints: 4.8 GB is not read into RAM twice
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def load_imagebind(
+    source: str | os.PathLike[str] | Mapping[str, Tensor] = "huge",
+    *,
+    config: ImageBindConfig | None = None,
+    modalities: Iterable[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    expected_sha256: str | None = None,
+    url: str = HUGE_URL,
+    download: bool = True,
+    progress: bool = True,
+) -> ImageBind:
+    """Load ImageBind in eval mode.
+
+    ``source``:
+
+    - ``"huge"``: the official checkpoint, downloaded once from ``url`` into ``cache_dir``
+      (default :func:`default_cache_dir`) with a progress bar; see
+      :func:`ensure_huge_checkpoint` for how its SHA-256 is checked.
+    - ``"tiny"``: the untrained tiny preset, initialised with a fixed seed (deterministic,
+      without touching the global RNG). For tests and the offline demo.
+    - a path to an official-layout ``.pth`` file, or such a state dict.
+
+    ``config`` defaults to the huge preset for checkpoints (the tiny one for ``"tiny"``).
+    ``modalities`` builds and loads only those towers (strictly). ``dtype`` may be a torch
+    dtype or ``"fp32"``/``"bf16"``/``"fp16"``.
+    """
+    dtype = _resolve_dtype(dtype)
+    if isinstance(source, str) and source == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            model = ImageBind(config or ImageBindConfig.tiny(), modalities)
+    else:
+        if isinstance(source, Mapping):
+            state_dict = source
+        elif isinstance(source, str) and source == "huge":
+            path = ensure_huge_checkpoint(
+                cache_dir, url=url, expected_sha256=expected_sha256, download=download,
+                progress=progress,
+            )
+            state_dict = read_checkpoint(path)
+        else:
+            state_dict = read_checkpoint(source)
+        # Built on the meta device: no time or memory is spent on random initialisation.
+        with torch.device("meta"):
+            model = ImageBind(config or ImageBindConfig.huge(), modalities)
+        load_official_state_dict(model, state_dict)
+    return model.to(device=device, dtype=dtype).eval()
