@@ -1,0 +1,1 @@
+"""Serving: the Ray Serve embedder and ingest applications, labelled events, `streambind run`."""
