@@ -14,12 +14,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streambind.errors import ConfigError
 
+if TYPE_CHECKING:
+    from streambind.stream.config import StreamConfig
+
 ENV_PREFIX = "STREAMBIND_"
-SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token"})
+SECRET_KEYS = frozenset({"sasl_plain_password"})
 
 KAFKA_KEYS = frozenset(
     {
@@ -33,8 +36,6 @@ KAFKA_KEYS = frozenset(
         "ssl_cafile",
         "ssl_certfile",
         "ssl_keyfile",
-        "ssl_password",
-        "ssl_check_hostname",
     }
 )
 
@@ -115,6 +116,22 @@ class AppConfig:
             for f in dataclasses.fields(self)
         )
         return f"AppConfig({fields})"
+
+    def stream_config(self, model: str) -> StreamConfig:
+        """The streaming core's config: the ``kafka`` and ``stream`` sections combined."""
+        from streambind.stream.config import StreamConfig
+
+        kafka = dict(self.kafka)
+        bootstrap = kafka.pop("bootstrap_servers", None)
+        if not bootstrap:
+            raise ConfigError("kafka.bootstrap_servers is not set")
+        stream = dict(self.stream)
+        if "modalities" in stream:
+            stream["modalities"] = tuple(stream["modalities"])
+        try:
+            return StreamConfig(bootstrap=bootstrap, model=model, **kafka, **stream)
+        except TypeError as exc:
+            raise ConfigError(f"stream/kafka settings: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (what Ray Serve passes to replicas); inverse of ``from_dict``."""

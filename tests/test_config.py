@@ -58,3 +58,19 @@ def test_unreadable_and_invalid_files(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad, environ={})
+
+
+def test_stream_config_combines_kafka_and_stream_sections():
+    config = AppConfig.from_dict(
+        {
+            "kafka": {"bootstrap_servers": "k:9092", "group_id": "g", "sasl_plain_password": "p"},
+            "stream": {"modalities": ["audio"], "idle_timeout_s": 2.5},
+        }
+    )
+    stream = config.stream_config(model="imagebind_tiny_untrained")
+    assert (stream.bootstrap, stream.group_id, stream.modalities) == ("k:9092", "g", ("audio",))
+    assert stream.idle_timeout_s == 2.5 and stream.model == "imagebind_tiny_untrained"
+    assert stream.consumer_kwargs()["sasl_plain_password"] == "p"
+    unknown = AppConfig.from_dict({"kafka": {"bootstrap_servers": "k"}, "stream": {"x": 1}})
+    with pytest.raises(ConfigError, match="stream/kafka"):
+        unknown.stream_config(model="m")
