@@ -390,3 +390,12 @@ def test_replay_from_commit_rebuilds_unreleased_windows_exactly():
 
     assert view(rest) == view(rebuilt)
     assert {w.key for w in emitted}.isdisjoint({w.key for w in rebuilt})
+
+
+def test_restart_watermark_ignores_other_tokens():
+    from streambind.stream.offsets import PendingToken
+
+    keys = [WindowKey("d", "audio", 0, 10), PendingToken(0, 3), WindowKey("d", "audio", 5, 15)]
+    assert restart_watermark_ns(100, keys) == 9
+    assert restart_watermark_ns(4, keys) == 4
+    assert restart_watermark_ns(None, keys) is None

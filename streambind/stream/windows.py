@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -245,17 +246,18 @@ def coverage_and_gaps(
     return covered / size, tuple(gaps)
 
 
-def restart_watermark_ns(watermark_ns: int | None, unreleased: Iterable[WindowKey]) -> int | None:
+def restart_watermark_ns(watermark_ns: int | None, unreleased: Iterable[object]) -> int | None:
     """A watermark to store with a commit and give back to :class:`Windower` on restart.
 
     It is the watermark capped just below the end of every window not yet released, so the
     replay from the committed offset rebuilds those windows exactly while records of windows
     already emitted and acknowledged are rejected as late instead of rebuilding partial
-    copies. ``None`` (nothing seen) stays ``None``.
+    copies. ``None`` (nothing seen) stays ``None``. ``unreleased`` may hold other tokens
+    (e.g. :class:`~streambind.stream.offsets.PendingToken`); only window keys count.
     """
     if watermark_ns is None:
         return None
-    ends = [k.end_ns - 1 for k in unreleased]
+    ends = [k.end_ns - 1 for k in unreleased if isinstance(k, WindowKey)]
     return min([watermark_ns, *ends])
 
 
@@ -279,6 +281,7 @@ class Windower:
         self.partition = partition
         self._clock = clock
         self._devices: dict[str, _Device] = {}
+        self._active: OrderedDict[str, None] = OrderedDict()  # least recently seen first
         self._max_ts_ns: int | None = None
         self._floor_watermark_ns = initial_watermark_ns
         self._heap: list[tuple[int, str, int]] = []  # (end_ns, device_id, start_ns)
@@ -304,6 +307,8 @@ class Windower:
         if device is None:
             device = self._devices[chunk.device_id] = _Device()
         device.last_seen_s = self._clock()
+        self._active[chunk.device_id] = None
+        self._active.move_to_end(chunk.device_id)
         if spec.is_frames:
             ranges = window_ranges(chunk.ts_ns, spec.size_ns, spec.hop_ns)
         else:
@@ -346,9 +351,13 @@ class Windower:
             if window is not None:
                 closed.append(self._close(device_id, start, window, "watermark"))
         now_s = self._clock()
-        for device_id, device in self._devices.items():
-            if device.windows and now_s - device.last_seen_s > self.spec.idle_timeout_s:
-                closed.extend(self._close_device(device_id, device, "idle"))
+        while self._active:  # O(1) when no device is idle: the clock never goes back
+            device_id = next(iter(self._active))
+            device = self._devices[device_id]
+            if now_s - device.last_seen_s <= self.spec.idle_timeout_s:
+                break
+            del self._active[device_id]
+            closed.extend(self._close_device(device_id, device, "idle"))
         closed.sort(key=lambda w: (w.end_ns, w.device_id, w.start_ns))
         return closed
 
