@@ -36,7 +36,7 @@ CACHE_ENV = "STREAMBIND_CACHE"
 SHA256_ENV = "STREAMBIND_IMAGEBIND_SHA256"
 TINY_SEED = 0  # the untrained tiny model is the same on every machine
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # --------------------------------------------------------------------------- key mapping
 
@@ -365,9 +365,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in _DTYPES:
-        raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
 
 
 def load_imagebind(
