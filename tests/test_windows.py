@@ -399,3 +399,24 @@ def test_restart_watermark_ignores_other_tokens():
     assert restart_watermark_ns(100, keys) == 9
     assert restart_watermark_ns(4, keys) == 4
     assert restart_watermark_ns(None, keys) is None
+
+
+@pytest.mark.parametrize(
+    ("modality", "frame_ts_ms", "coverage", "outcome"),
+    [
+        ("vision", [0, 1000], 0.625, "ok"),  # 1 fps: each frame held until the next
+        ("vision", [0, 500, 1000, 1500], 0.875, "ok"),  # 2 fps
+        ("vision", list(range(0, 2000, 100)), 1.0, "ok"),  # 10 fps, spans overlap
+        ("vision", [0, 1500], 0.25, "low_coverage"),  # a frame missing: not held 1.5 s
+        ("depth", [700], 0.125, "low_coverage"),
+        ("depth", [0, 1000], 0.625, "ok"),
+        ("thermal", [600, 1300], 0.475, "ok"),
+    ],
+)
+def test_frame_coverage_is_sample_and_hold(modality, frame_ts_ms, coverage, outcome):
+    w = Windower(WindowSpec.default(modality), clock=FakeClock())
+    for i, ts in enumerate(frame_ts_ms):
+        w.add(chunk(ts, 250, modality=modality, seq=i))
+    win = next(x for x in w.flush() if x.start_ns == 0)
+    assert win.coverage == pytest.approx(coverage)
+    assert win.outcome == outcome

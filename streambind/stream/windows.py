@@ -19,12 +19,14 @@ record (:attr:`AddResult.late`, counted in :attr:`Windower.late_records`). The i
 is processing time (injected clock) and is the one non-deterministic input.
 
 Coverage of a closed window is the fraction of ``[start_ns, end_ns)`` covered by the union of
-its chunks' spans (clipped to the window). Uncovered stretches longer than the spec's
-``gap_tolerance_ns`` are gaps. The outcome is ``ok`` when coverage >= ``min_coverage``, the
-longest gap is <= ``max_gap_fill_ns`` and (frames) the window holds at least ``min_frames``
-frames; otherwise ``low_coverage`` (the caller drops and counts it). An ``ok`` window with gaps
-is flagged ``gap_filled``: :mod:`streambind.stream.assemble` fills them (audio: zeros, imu:
-linear interpolation, frames: the selected frames simply skip them).
+its chunks' spans (clipped to the window). A frame is sample-and-hold: its span reaches on to
+the next frame of the window when that comes within ``max_gap_fill_ns``, so frame coverage
+does not depend on the frame rate, only on missing frames. Uncovered stretches longer than
+the spec's ``gap_tolerance_ns`` are gaps. The outcome is ``ok`` when coverage >=
+``min_coverage``, the longest gap is <= ``max_gap_fill_ns`` and (frames) the window holds at
+least ``min_frames`` frames; otherwise ``low_coverage`` (the caller drops and counts it). An
+``ok`` window with gaps is flagged ``gap_filled``: :mod:`streambind.stream.assemble` fills
+them (audio: zeros, imu: linear interpolation; frames: the selected frames skip them).
 """
 
 from __future__ import annotations
@@ -246,6 +248,17 @@ def coverage_and_gaps(
     return covered / size, tuple(gaps)
 
 
+def _spans(chunks: Iterable[SensorChunk], hold_ns: int | None) -> list[tuple[int, int]]:
+    """Chunk spans (time-ordered chunks); frames held up to the next one within ``hold_ns``."""
+    spans = [(c.ts_ns, max(c.end_ns, c.ts_ns + 1)) for c in chunks]
+    if hold_ns is not None:
+        for i in range(len(spans) - 1):
+            (ts, stop), next_ts = spans[i], spans[i + 1][0]
+            if next_ts - ts <= hold_ns:
+                spans[i] = (ts, max(stop, next_ts))
+    return spans
+
+
 def restart_watermark_ns(watermark_ns: int | None, unreleased: Iterable[object]) -> int | None:
     """A watermark to store with a commit and give back to :class:`Windower` on restart.
 
@@ -408,7 +421,7 @@ class Windower:
             device.closed_end_ns = end
         chunks = tuple(sorted(window.chunks, key=lambda c: (c.ts_ns, c.seq, c.offset)))
         coverage, gaps = coverage_and_gaps(
-            ((c.ts_ns, max(c.end_ns, c.ts_ns + 1)) for c in chunks),
+            _spans(chunks, spec.max_gap_fill_ns if spec.is_frames else None),
             start,
             end,
             spec.gap_tolerance_ns,
