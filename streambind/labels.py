@@ -11,7 +11,10 @@ modality's templates ("the sound of {}."), the text embeddings are L2-normalized
 per label and normalized again; a window's score for a label is the softmax over the
 labels that apply to its modality of ``LOGIT_SCALE`` times the cosine similarity. Scores
 therefore sum to one within a label set and modality, so a threshold of 0 labels every
-window and a threshold of 0.5 keeps only a clear winner.
+window and a threshold of 0.5 keeps only a clear winner. A softmax needs rivals: a set with
+one label (a single detector) scores 1 always, so such a set should either add background
+labels ("silence", "an empty room") or use ``"scoring": "cosine"``, where the score is the
+plain cosine similarity in [-1, 1] and thresholds are absolute (model-specific: calibrate).
 
 Everything here is pure except ``LabelRegistry``, which caches text embeddings per label
 set version through an injected ``embed_text`` function.
@@ -39,6 +42,7 @@ LABEL_MODALITIES = (*MODALITIES, FUSED)
 LOGIT_SCALE = 100.0
 """CLIP's softmax temperature for zero-shot scores (ImageBind's text tower learns ~100)."""
 
+SCORINGS = ("softmax", "cosine")
 MAX_LABELS = 1024
 MAX_PROMPTS_PER_LABEL = 64
 
@@ -72,6 +76,7 @@ class LabelSet:
     labels: tuple[Label, ...]
     top_k: int = 5
     hysteresis: float = 0.05
+    scoring: str = "softmax"
 
     @classmethod
     def from_dict(cls, doc: Mapping) -> LabelSet:
@@ -99,7 +104,10 @@ class LabelSet:
             raise ConfigError(f"label set {name!r}: 'top_k' must be a positive integer")
         if not isinstance(hysteresis, int | float) or not 0 <= hysteresis < 1:
             raise ConfigError(f"label set {name!r}: 'hysteresis' must be in [0, 1)")
-        return cls(name, version, labels, top_k, float(hysteresis))
+        scoring = doc.get("scoring", "softmax")
+        if scoring not in SCORINGS:
+            raise ConfigError(f"label set {name!r}: 'scoring' must be one of {SCORINGS}")
+        return cls(name, version, labels, top_k, float(hysteresis), scoring)
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> LabelSet:
@@ -129,6 +137,7 @@ class LabelSet:
             "version": self.version,
             "top_k": self.top_k,
             "hysteresis": self.hysteresis,
+            "scoring": self.scoring,
             "labels": [
                 {
                     "name": label.name,
@@ -170,8 +179,8 @@ def _parse_label(set_name: str, item: object) -> Label:
     threshold = item.get("threshold", 0.0)
     if not isinstance(threshold, int | float) or isinstance(threshold, bool):
         raise ConfigError(f"label {name!r}: 'threshold' must be a number")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"label {name!r}: 'threshold' must be in [0, 1]")
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"label {name!r}: 'threshold' must be in [-1, 1]")
     return Label(name, tuple(prompts), tuple(modalities), float(threshold))
 
 
@@ -202,10 +211,18 @@ def label_text_matrix(
     return torch.stack(rows)  # (L, D)
 
 
-def zero_shot_scores(embeddings: torch.Tensor, label_matrix: torch.Tensor) -> torch.Tensor:
-    """(B, L) softmax scores of window embeddings (B, D) against label embeddings (L, D)."""
+def zero_shot_scores(
+    embeddings: torch.Tensor, label_matrix: torch.Tensor, scoring: str = "softmax"
+) -> torch.Tensor:
+    """(B, L) scores of window embeddings (B, D) against label embeddings (L, D).
+
+    ``softmax``: CLIP zero-shot probabilities over the labels; ``cosine``: similarities.
+    """
     windows = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    return torch.softmax(LOGIT_SCALE * windows @ label_matrix.T, dim=-1)
+    cosine = windows @ label_matrix.T  # (B, L)
+    if scoring == "cosine":
+        return cosine
+    return torch.softmax(LOGIT_SCALE * cosine, dim=-1)
 
 
 def fuse(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -301,7 +318,8 @@ class LabelRegistry:
             labels = label_set.labels_for(modality)
             if not labels:
                 continue
-            scores = zero_shot_scores(embedding[None], self.matrix(label_set, modality))[0]
+            matrix = self.matrix(label_set, modality)
+            scores = zero_shot_scores(embedding[None], matrix, label_set.scoring)[0]
             scored = zip(labels, scores.tolist(), strict=True)
             with self._lock:
                 hysteresis = self._hysteresis[label_set.name]

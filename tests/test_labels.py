@@ -64,6 +64,7 @@ def test_from_file_reads_yaml(tmp_path):
         ({"labels": []}, "non-empty list"),
         ({"labels": [{"name": "a"}, {"name": "a"}]}, "duplicate"),
         ({"labels": [{"name": "a", "threshold": 2}]}, "'threshold'"),
+        ({"scoring": "sigmoid"}, "'scoring'"),
         ({"labels": [{"name": "a", "modalities": ["smell"]}]}, "unknown modalities"),
         ({"labels": [{"name": "a", "prompts": [""]}]}, "'prompts'"),
         ({"top_k": 0}, "'top_k'"),
@@ -110,6 +111,7 @@ def test_scores_are_a_softmax_over_scaled_cosines():
     assert scores.argmax(-1).tolist() == [2, 0]
     cosine = torch.nn.functional.normalize(windows, dim=-1) @ labels.T
     torch.testing.assert_close(scores, torch.softmax(LOGIT_SCALE * cosine, -1))
+    torch.testing.assert_close(zero_shot_scores(windows, labels, "cosine"), cosine)
 
 
 def test_hysteresis_holds_a_label_until_score_drops_below_margin():

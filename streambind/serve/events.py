@@ -1,37 +1,49 @@
-"""From window embeddings to ``streambind.events`` records: labels, fusion, event ids.
+"""Labelled events: the serving layer's ``WindowSink`` for the streaming core.
+
+For every embedded window the sink publishes its embedding (``streambind.embeddings``,
+optional) and, per label set in force, one ``streambind.events`` record with the labels
+that are on (thresholds, hysteresis, top-k: ``streambind.labels``). A window whose labels
+are all below threshold yields no event.
 
 Fusion (the ``fused`` modality): when a device's window is embedded, the windows of its
 other modalities that overlap it in event time (the most-overlapping one per modality,
 among those already embedded) are combined with it by ImageBind's embedding arithmetic
-(normalized sum of normalized embeddings) and labelled as one more event. A fused event
-carries the bounds of the window that triggered it, so its ``event_id`` is deterministic
-per trigger window; its content depends on which other windows had been embedded by then,
-and when a later window of another modality re-triggers the same bounds, the event is
-re-published under the same id with the more complete fusion (consumers keep the latest).
+and labelled as one more event. A fused event carries the bounds of the window that
+triggered it, so its ``event_id`` is deterministic per trigger window; its content
+depends on which other windows had been embedded by then, and when a window of another
+modality with the same bounds triggers it again, the event is re-published under the same
+id with the more complete fusion (consumers keep the latest record per key).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import torch
+from kafka.future import Future
 
 from streambind import metrics
 from streambind.labels import FUSED, LabelRegistry, fuse
+from streambind.stream.config import StreamConfig
+from streambind.stream.schemas import load_json
+from streambind.stream.sinks import (
+    EmbeddedWindow,
+    all_of,
+    build_event,
+    encode_embeddings,
+    encode_event,
+)
 
 FUSION_HORIZON_NS = 30 * 1_000_000_000
 """How far back (event time) a device's embedded windows stay available for fusion."""
 
 
-@dataclass(frozen=True)
-class EmbeddedWindow:
-    """One window's place in time and its embedding."""
-
-    device_id: str
+@dataclasses.dataclass(frozen=True)
+class _Span:
     modality: str
     start_ns: int
     end_ns: int
@@ -43,111 +55,112 @@ class FusionBuffer:
 
     def __init__(self, horizon_ns: int = FUSION_HORIZON_NS):
         self._horizon_ns = horizon_ns
-        self._windows: dict[str, deque[EmbeddedWindow]] = defaultdict(deque)
+        self._spans: dict[str, deque[_Span]] = defaultdict(deque)
 
-    def add_and_fuse(self, window: EmbeddedWindow) -> tuple[torch.Tensor, list[str]] | None:
-        """Store ``window``; return (fused embedding, contributing modalities) or None."""
-        recent = self._windows[window.device_id]
-        best: dict[str, tuple[int, int, EmbeddedWindow]] = {}
+    def add_and_fuse(
+        self, device_id: str, modality: str, start_ns: int, end_ns: int, embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, list[str]] | None:
+        """Store the window; return (fused embedding, contributing modalities) or None."""
+        recent = self._spans[device_id]
+        best: dict[str, tuple[int, int, _Span]] = {}
         for other in recent:
-            if other.modality == window.modality:
+            if other.modality == modality:
                 continue
-            overlap_ns = min(other.end_ns, window.end_ns) - max(other.start_ns, window.start_ns)
+            overlap_ns = min(other.end_ns, end_ns) - max(other.start_ns, start_ns)
             if overlap_ns <= 0:
                 continue
             rank = (overlap_ns, other.start_ns)
             if other.modality not in best or rank > best[other.modality][:2]:
                 best[other.modality] = (*rank, other)
-        recent.append(window)
-        newest_end_ns = max(w.end_ns for w in recent)
+        recent.append(_Span(modality, start_ns, end_ns, embedding))
+        newest_end_ns = max(span.end_ns for span in recent)
         while recent and recent[0].end_ns < newest_end_ns - self._horizon_ns:
             recent.popleft()
         if not best:
             return None
-        partners = [best[modality][2] for modality in sorted(best)]
-        fused = fuse([window.embedding, *(p.embedding for p in partners)])
-        return fused, sorted([window.modality, *best])
+        partners = [best[m][2].embedding for m in sorted(best)]
+        return fuse([embedding, *partners]), sorted([modality, *best])
 
 
-def event_id(
-    device_id: str,
-    modality: str,
-    window_start_ns: int,
-    window_end_ns: int,
-    label_set: str,
-    label_set_version: int,
-    model: str,
-) -> str:
-    """Deterministic id (delegates to the streaming core's definition)."""
-    from streambind.stream.ids import event_id as core_event_id
+class LabelledEventSink:
+    """Scores embedded windows against the label sets in force and publishes events."""
 
-    return core_event_id(
-        device_id, modality, window_start_ns, window_end_ns, label_set, label_set_version, model
-    )
-
-
-class EventBuilder:
-    """Labels embedded windows against the registry and renders event records."""
-
-    def __init__(
-        self,
-        registry: LabelRegistry,
-        model: str,
-        *,
-        fusion: bool = True,
-        clock_ns: Callable[[], int] = time.time_ns,
-    ):
+    def __init__(self, config: StreamConfig, registry: LabelRegistry, *, fusion: bool = True):
+        self._config = config
         self._registry = registry
-        self._model = model
         self._fusion = FusionBuffer() if fusion else None
-        self._clock_ns = clock_ns
+        self._embeddings_header = [("schema", load_json("embeddings.v1.json")["name"].encode())]
 
-    def events(self, window: EmbeddedWindow) -> list[tuple[str, bytes]]:
-        """(key, JSON value) records for one embedded window, its fused event included."""
-        records = self._label(window.device_id, window.modality, window, window.embedding)
+    def publish(self, producer: Any, items: Sequence[EmbeddedWindow]) -> list[Future]:
+        """Send every window's outputs; one future per window, done when all are acked."""
+        futures = []
+        for item in items:
+            window = item.window
+            sends = []
+            if self._config.publish_embeddings:
+                sends.append(
+                    producer.send(
+                        self._config.embeddings_topic,
+                        key=window.device_id.encode(),
+                        value=encode_embeddings([item]),
+                        headers=self._embeddings_header,
+                    )
+                )
+            for event in self.events(item):
+                value = encode_event(event)
+                sends.append(
+                    producer.send(
+                        self._config.events_topic, key=event["event_id"].encode(), value=value
+                    )
+                )
+                metrics.EVENTS.labels(event["modality"]).inc()
+            combined = all_of(sends)
+            combined.add_callback(_observe_latency, window.modality, window.end_ns)
+            futures.append(combined)
+        return futures
+
+    def events(self, item: EmbeddedWindow) -> list[dict[str, Any]]:
+        """The event objects of one embedded window (its own and the fused one)."""
+        window = item.window
+        embedding = torch.as_tensor(item.embedding, dtype=torch.float32)
+        events = self._label(item, window.modality, embedding)
         if self._fusion is not None:
-            fused = self._fusion.add_and_fuse(window)
+            fused = self._fusion.add_and_fuse(
+                window.device_id, window.modality, window.start_ns, window.end_ns, embedding
+            )
             if fused is not None:
-                embedding, modalities = fused
-                records += self._label(window.device_id, FUSED, window, embedding, modalities)
-        return records
+                fused_embedding, modalities = fused
+                for event in self._label(item, FUSED, fused_embedding):
+                    event["fused_from"] = modalities
+                    events.append(event)
+        return events
 
     def _label(
-        self,
-        device_id: str,
-        modality: str,
-        window: EmbeddedWindow,
-        embedding: torch.Tensor,
-        fused_from: list[str] | None = None,
-    ) -> list[tuple[str, bytes]]:
-        records = []
-        for label_set, on in self._registry.label(device_id, modality, embedding):
+        self, item: EmbeddedWindow, modality: str, embedding: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        window = item.window
+        if modality != window.modality:
+            window = dataclasses.replace(window, key=window.key._replace(modality=modality))
+        events = []
+        for label_set, on in self._registry.label(window.device_id, modality, embedding):
             if not on:
                 continue
-            identifier = event_id(
-                device_id,
-                modality,
-                window.start_ns,
-                window.end_ns,
-                label_set.name,
-                label_set.version,
-                self._model,
+            labels = [{"label": name, "score": round(score, 6)} for name, score in on]
+            events.append(
+                build_event(
+                    window,
+                    item.model,
+                    label_set=label_set.name,
+                    label_set_version=label_set.version,
+                    labels=labels,
+                )
             )
-            event = {
-                "event_id": identifier,
-                "device_id": device_id,
-                "modality": modality,
-                "window_start_ns": window.start_ns,
-                "window_end_ns": window.end_ns,
-                "label_set": label_set.name,
-                "label_set_version": label_set.version,
-                "labels": [{"label": name, "score": round(score, 6)} for name, score in on],
-                "model": self._model,
-                "emitted_at_ns": self._clock_ns(),
-            }
-            if fused_from is not None:
-                event["fused_from"] = fused_from
             for name, _score in on:
                 metrics.LABELS.labels(label_set.name, name).inc()
-            records.append((identifier, json.dumps(event, separators=(",", ":")).encode()))
-        return records
+        return events
+
+
+def _observe_latency(modality: str, window_end_ns: int, _value: object) -> None:
+    # Event time to acknowledged publish: what a consumer of streambind.events waits.
+    latency_s = max(0.0, (time.time_ns() - window_end_ns) / 1e9)
+    metrics.LATENCY_SECONDS.labels(modality).observe(latency_s)

@@ -1,0 +1,90 @@
+"""The ingest side of the embedder: the streaming core's ``Embedder`` over a Serve handle.
+
+Each window of a batch goes to the ``Embedder`` deployment as its own request, so that
+Serve's per-modality batching merges the windows of every ingest replica into full GPU
+batches. A request that fails because a replica died (or is being replaced) is retried
+with backoff until it succeeds or the client is stopped: the window stays unacknowledged
+meanwhile, its offsets uncommitted, so no window is lost when an embedder replica is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from streambind.errors import ServeError
+
+logger = logging.getLogger(__name__)
+
+
+class ServeEmbedderClient:
+    """Implements ``streambind.stream.embed.Embedder`` by calling the Serve deployment."""
+
+    def __init__(
+        self,
+        handle: Any,
+        *,
+        request_timeout_s: float = 60.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        stop: threading.Event | None = None,
+    ):
+        self._handle = handle
+        self._request_timeout_s = request_timeout_s
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._stop = stop or threading.Event()
+        self.retries = 0
+
+    def embed(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit embeddings; every window is one Serve request, batched server-side."""
+        return torch.stack(self._call_all("embed_window", [(modality, w) for w in batch]))
+
+    def embed_texts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(N, D) unit text embeddings (label prompts)."""
+        (embeddings,) = self._call_all("embed_text", [(list(prompts),)])
+        return embeddings
+
+    def info(self) -> dict[str, Any]:
+        """The embedder's model name, towers and dimension."""
+        (info,) = self._call_all("info", [()])
+        return info
+
+    def _call_all(self, method: str, calls: list[tuple]) -> list[Any]:
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        backoff_s = self._backoff_s
+        while pending:
+            responses = {i: getattr(self._handle, method).remote(*calls[i]) for i in pending}
+            failed = []
+            for i, response in responses.items():
+                try:
+                    results[i] = response.result(timeout_s=self._request_timeout_s)
+                except ServeError:
+                    raise  # the embedder refused the request itself: retrying can't help
+                except Exception as exc:  # replica death, timeout, restart: all transient
+                    failed.append(i)
+                    last_error = exc
+            if not failed:
+                return results
+            self.retries += len(failed)
+            logger.warning(
+                "%d %s request(s) failed (%s); retrying in %.1f s",
+                len(failed),
+                method,
+                type(last_error).__name__,
+                backoff_s,
+            )
+            if self._stop.wait(backoff_s):
+                raise ServeError(f"stopped while retrying {method}")
+            backoff_s = min(backoff_s * 2, self._max_backoff_s)
+            pending = failed
+        return results
+
+    def stop(self) -> None:
+        """Abandon retries (the caller is shutting down)."""
+        self._stop.set()
