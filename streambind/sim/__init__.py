@@ -1,0 +1,1 @@
+"""Synthetic sensor streams: record builders, scripted devices, the load generator."""

@@ -1,0 +1,137 @@
+"""Configuration of the streaming core: one frozen :class:`StreamConfig`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from streambind.errors import ConfigError
+from streambind.stream.chunks import MODALITIES
+from streambind.stream.windows import NS_PER_S, WindowSpec
+
+_SECURITY_FIELDS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Everything the consumer loop needs. Durations carry their unit in the name.
+
+    ``topics`` maps a modality to its topic (default ``sensors.<modality>``); only the
+    modalities listed in ``modalities`` are consumed. ``hop_ms`` overrides the hop per
+    modality (default: half the window); ``window_overrides`` passes any other
+    :class:`~streambind.stream.windows.WindowSpec` field per modality. Security settings are
+    passed to kafka-python unchanged and never logged (``repr`` hides the password).
+    """
+
+    bootstrap: str = "127.0.0.1:9092"
+    group_id: str = "streambind"
+    modalities: tuple[str, ...] = MODALITIES
+    topics: Mapping[str, str] = field(default_factory=dict)
+    events_topic: str = "streambind.events"
+    embeddings_topic: str = "streambind.embeddings"
+    dlq_topic: str = "streambind.dlq"
+    publish_embeddings: bool = True
+    model: str = "imagebind_huge"
+    hop_ms: Mapping[str, int] = field(default_factory=dict)
+    window_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    allowed_lateness_s: float = 1.0
+    idle_timeout_s: float = 5.0
+    min_coverage: float | None = None
+    max_future_s: float = 60.0
+    frame_interval_ms: int = 250
+    max_buffered_windows: int = 64
+    max_batch_windows: int = 16
+    max_poll_records: int = 200
+    poll_timeout_ms: int = 200
+    commit_interval_s: float = 1.0
+    lag_interval_s: float = 2.0
+    session_timeout_ms: int = 10_000
+    auto_offset_reset: str = "earliest"
+    client_id: str = "streambind"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities:
+            raise ConfigError(f"modalities must be a non-empty subset of {MODALITIES}")
+        for name in ("topics", "hop_ms", "window_overrides"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if self.max_buffered_windows < 1 or self.max_batch_windows < 1:
+            raise ConfigError("max_buffered_windows and max_batch_windows must be >= 1")
+        if self.allowed_lateness_s < 0 or self.idle_timeout_s <= 0 or self.max_future_s <= 0:
+            raise ConfigError("need allowed_lateness_s >= 0, idle_timeout_s > 0, max_future_s > 0")
+        for modality in self.modalities:
+            self.window_spec(modality)  # validates hop and overrides early
+
+    def topic(self, modality: str) -> str:
+        """The Kafka topic of ``modality``."""
+        return self.topics.get(modality, f"sensors.{modality}")
+
+    def modality_of(self) -> dict[str, str]:
+        """Topic -> modality for the consumed modalities."""
+        return {self.topic(m): m for m in self.modalities}
+
+    def window_spec(self, modality: str) -> WindowSpec:
+        """The :class:`WindowSpec` of ``modality`` with this config's settings applied."""
+        overrides: dict[str, Any] = {
+            "allowed_lateness_ns": round(self.allowed_lateness_s * NS_PER_S),
+            "idle_timeout_s": self.idle_timeout_s,
+        }
+        if self.min_coverage is not None:
+            overrides["min_coverage"] = self.min_coverage
+        if modality in self.hop_ms:
+            overrides["hop_ns"] = int(self.hop_ms[modality]) * 1_000_000
+        overrides.update(self.window_overrides.get(modality, {}))
+        try:
+            return WindowSpec.default(modality, **overrides)
+        except TypeError as exc:
+            raise ConfigError(f"bad window override for {modality}: {exc}") from exc
+
+    def security_kwargs(self) -> dict[str, Any]:
+        """The security settings as kafka-python keyword arguments (unset ones left out)."""
+        return {k: getattr(self, k) for k in _SECURITY_FIELDS if getattr(self, k) is not None}
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``KafkaConsumer``."""
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "group_id": self.group_id,
+            "client_id": self.client_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": self.auto_offset_reset,
+            "max_poll_records": self.max_poll_records,
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": max(100, self.session_timeout_ms // 4),
+            **self.security_kwargs(),
+        }
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``KafkaProducer`` (acks=all, so acknowledged means durable)."""
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "acks": "all",
+            "linger_ms": 5,
+            "max_request_size": 16 * 1024 * 1024,
+            **self.security_kwargs(),
+        }

@@ -1,0 +1,272 @@
+"""Sensor record codec: Arrow IPC stream payloads in and out, validated against the contract.
+
+:func:`decode_record` turns one Kafka record of ``sensors.<modality>`` into
+:class:`~streambind.stream.chunks.SensorChunk` objects or raises
+:class:`~streambind.errors.RecordError` with the dead-letter reason. The limits (payload
+size, rows, encodings, sample rates, frame size) come from the schema files in
+``schemas/``. :func:`encode_columns` is the producer side (simulator, tests, benchmarks).
+
+Frame spans: a frame covers ``[ts_ns, ts_ns + interval)`` where the interval is the median
+spacing of the frames in the same record, or ``frame_interval_ns`` for a single-frame
+record, so the span depends on the record alone and a replay rebuilds identical windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streambind.errors import FeatureError, RecordError
+from streambind.stream.chunks import MODALITIES, SensorChunk
+from streambind.stream.schemas import limits, schema_header, sensor_schema
+
+NS_PER_S = 1_000_000_000
+MAX_DETAIL_CHARS = 500
+IMU_COLUMNS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+# Dead-letter reason codes this module produces (see schemas/README.md).
+REASONS = (
+    "bad_schema",
+    "decode_error",
+    "too_large",
+    "bad_shape",
+    "bad_encoding",
+    "bad_rate",
+    "non_finite",
+    "future_timestamp",
+    "bad_key",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    """Consumer-side validation settings beyond the schema files' limits."""
+
+    max_future_ns: int = 60 * NS_PER_S
+    frame_interval_ns: int = 250_000_000
+    imu_default_rate_hz: float = 100.0
+
+
+def schema_headers(modality: str) -> list[tuple[str, bytes]]:
+    """The Kafka headers a producer puts on a ``sensors.<modality>`` record."""
+    return [("schema", schema_header(modality).encode())]
+
+
+def encode_columns(modality: str, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> bytes:
+    """Encode columns (field name -> values) as an Arrow IPC stream with the modality's schema."""
+    schema = sensor_schema(modality)
+    arrays = [pa.array(columns[f.name], type=f.type) for f in schema]
+    return encode_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+
+
+def encode_batch(batch: pa.RecordBatch | pa.Table) -> bytes:
+    """Serialize a record batch or table as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def read_ipc(value: bytes, max_rows: int) -> pa.Table:
+    """Read an Arrow IPC stream payload; ``decode_error`` or ``too_large`` on failure."""
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(value))
+        batches = []
+        rows = 0
+        for batch in reader:
+            rows += batch.num_rows
+            if rows > max_rows:
+                raise RecordError("too_large", f"more than {max_rows} rows")
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=reader.schema)
+    except RecordError:
+        raise
+    except (pa.ArrowException, ValueError, OSError) as exc:
+        raise RecordError("decode_error", f"not an Arrow IPC stream: {exc}") from exc
+
+
+def _check_schema(table: pa.Table, modality: str) -> None:
+    for field in sensor_schema(modality):
+        idx = table.schema.get_field_index(field.name)
+        if idx < 0:
+            raise RecordError("bad_schema", f"missing field {field.name!r}")
+        actual = table.schema.field(idx).type
+        if actual != field.type:
+            raise RecordError("bad_schema", f"field {field.name!r} is {actual}, want {field.type}")
+        if table.column(idx).null_count:
+            raise RecordError("bad_schema", f"field {field.name!r} has nulls")
+
+
+def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None
+
+
+def decode_record(
+    modality: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    *,
+    partition: int,
+    offset: int,
+    now_ns: int,
+    options: DecodeOptions = DecodeOptions(),  # noqa: B008 - frozen, immutable default
+) -> list[SensorChunk]:
+    """Decode and validate one ``sensors.<modality>`` record into chunks.
+
+    Raises :class:`RecordError` with a reason from :data:`REASONS`. Audio and frame records
+    give one chunk per row; an IMU record gives one chunk holding all its samples.
+    """
+    if modality not in MODALITIES:
+        raise RecordError("bad_schema", f"unknown modality {modality!r}")
+    lim = limits(modality)
+    want = schema_header(modality)
+    got = _header(headers, "schema")
+    if got is None or got.decode("utf-8", "replace") != want:
+        raise RecordError("bad_schema", f"header schema={got!r}, want {want!r}")
+    if value is None or len(value) == 0:
+        raise RecordError("bad_shape", "empty value")
+    if len(value) > lim["max_payload_bytes"]:
+        raise RecordError("too_large", f"{len(value)} bytes > {lim['max_payload_bytes']}")
+    try:
+        device = key.decode("utf-8") if key else ""
+    except UnicodeDecodeError as exc:
+        raise RecordError("bad_key", "key is not UTF-8") from exc
+    if not device:
+        raise RecordError("bad_key", "missing key (device id)")
+    table = read_ipc(value, int(lim["max_rows"]))
+    _check_schema(table, modality)
+    if table.num_rows == 0:
+        raise RecordError("bad_shape", "no rows")
+    devices = set(table.column("device_id").to_pylist())
+    if devices != {device}:
+        raise RecordError("bad_key", f"rows name devices {sorted(devices)[:3]}, key {device!r}")
+    ts = table.column("ts_ns").to_numpy()
+    if int(ts.max()) > now_ns + options.max_future_ns:
+        ahead_s = (int(ts.max()) - now_ns) / NS_PER_S
+        raise RecordError("future_timestamp", f"{ahead_s:.1f} s ahead of the consumer clock")
+    seq = table.column("seq").to_numpy()
+    if modality == "imu":
+        return [_imu_chunk(table, device, ts, seq, lim, partition, offset, options)]
+    if modality == "audio":
+        return _audio_chunks(table, device, ts, seq, lim, partition, offset)
+    return _frame_chunks(modality, table, device, ts, seq, lim, partition, offset, options)
+
+
+def _audio_chunks(
+    table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray, lim: dict[str, Any],
+    partition: int, offset: int,
+) -> list[SensorChunk]:
+    from streambind.features import decode_pcm
+
+    rates = table.column("sample_rate").to_pylist()
+    channels = table.column("channels").to_pylist()
+    encodings = table.column("encoding").to_pylist()
+    datas = table.column("data").to_pylist()
+    max_s = lim["max_chunk_duration_ms"] / 1000.0
+    chunks = []
+    rows = zip(rates, channels, encodings, datas, strict=True)
+    for i, (rate, chans, enc, data) in enumerate(rows):
+        if enc not in lim["encodings"]:
+            raise RecordError("bad_encoding", f"audio encoding {enc!r}")
+        if rate not in lim["sample_rates_hz"]:
+            raise RecordError("bad_rate", f"sample rate {rate} Hz not in {lim['sample_rates_hz']}")
+        if not 1 <= chans <= lim["max_channels"]:
+            raise RecordError("bad_shape", f"{chans} channels")
+        try:
+            samples = decode_pcm(enc, chans, data)
+        except FeatureError as exc:
+            raise RecordError(exc.reason, str(exc)) from exc
+        if samples.size == 0:
+            raise RecordError("bad_shape", "audio chunk without samples")
+        if samples.size / rate > max_s:
+            raise RecordError("too_large", f"audio chunk of {samples.size / rate:.3f} s")
+        if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+            raise RecordError("non_finite", "audio samples hold NaN or infinity")
+        start = int(ts[i])
+        end = start + round(samples.size * NS_PER_S / rate)
+        chunks.append(SensorChunk("audio", device, start, end, int(seq[i]), samples,
+                                  float(rate), None, partition, offset))
+    return chunks
+
+
+def _imu_chunk(
+    table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray, lim: dict[str, Any],
+    partition: int, offset: int, options: DecodeOptions,
+) -> SensorChunk:
+    data = np.stack([table.column(c).to_numpy() for c in IMU_COLUMNS], axis=1).astype(np.float32)
+    if not np.isfinite(data).all():
+        raise RecordError("non_finite", "IMU values hold NaN or infinity")
+    order = np.argsort(ts, kind="stable")
+    ts_sorted = ts[order].astype(np.int64)
+    data = data[order]
+    if len(ts_sorted) > 1:
+        deltas = np.diff(ts_sorted)
+        if (deltas <= 0).any():
+            raise RecordError("bad_shape", "IMU rows with repeated timestamps")
+        rate = NS_PER_S / float(np.median(deltas))
+        if not lim["min_sample_rate_hz"] <= rate <= lim["max_sample_rate_hz"]:
+            raise RecordError("bad_rate", f"IMU rate {rate:.1f} Hz out of range")
+    else:
+        rate = options.imu_default_rate_hz
+    period_ns = round(NS_PER_S / rate)
+    return SensorChunk("imu", device, int(ts_sorted[0]), int(ts_sorted[-1]) + period_ns,
+                       int(seq.min()), data, rate, ts_sorted, partition, offset)
+
+
+def _frame_chunks(
+    modality: str, table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray,
+    lim: dict[str, Any], partition: int, offset: int, options: DecodeOptions,
+) -> list[SensorChunk]:
+    from streambind.features import decode_frame
+
+    widths = table.column("width").to_pylist()
+    heights = table.column("height").to_pylist()
+    encodings = table.column("encoding").to_pylist()
+    datas = table.column("data").to_pylist()
+    interval_ns = options.frame_interval_ns
+    if len(ts) > 1:
+        spacing = np.diff(np.sort(ts))
+        spacing = spacing[spacing > 0]
+        if spacing.size:
+            interval_ns = int(np.median(spacing))
+    chunks = []
+    for i, (w, h, enc, data) in enumerate(zip(widths, heights, encodings, datas, strict=True)):
+        if enc not in lim["encodings"]:
+            raise RecordError("bad_encoding", f"{modality} encoding {enc!r}")
+        if not (1 <= w <= lim["max_width"] and 1 <= h <= lim["max_height"]):
+            raise RecordError("bad_shape", f"{modality} frame {w}x{h}")
+        try:
+            frame = decode_frame(enc, w, h, data)
+        except FeatureError as exc:
+            raise RecordError(exc.reason, str(exc)) from exc
+        if modality == "thermal" and frame.dtype.kind == "f" and not np.isfinite(frame).all():
+            raise RecordError("non_finite", "thermal frame holds NaN or infinity")
+        start = int(ts[i])
+        chunks.append(SensorChunk(modality, device, start, start + interval_ns, int(seq[i]),
+                                  frame, None, None, partition, offset))
+    return chunks
+
+
+def dlq_headers(
+    headers: Sequence[tuple[str, bytes]] | None, error: RecordError, topic: str,
+    partition: int, offset: int,
+) -> list[tuple[str, bytes]]:
+    """The original headers plus the dead-letter headers of the wire contract."""
+    detail = error.detail if len(error.detail) <= MAX_DETAIL_CHARS else (
+        error.detail[: MAX_DETAIL_CHARS - 3] + "...")
+    return [
+        *(headers or ()),
+        ("error.reason", error.reason.encode()),
+        ("error.detail", detail.encode("utf-8", "replace")),
+        ("source.topic", topic.encode()),
+        ("source.partition", str(partition).encode()),
+        ("source.offset", str(offset).encode()),
+    ]
+

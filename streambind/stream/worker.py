@@ -1,0 +1,157 @@
+"""The embed worker: closed windows -> assembled -> featurized -> embedded -> published.
+
+Runs in its own thread so the consumer keeps polling (and pausing) while the embedder works.
+Batches hold windows of one modality, up to ``max_batch_windows``, in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from streambind import metrics
+from streambind.errors import FeatureError
+from streambind.stream.assemble import AssemblyError, MixedSampleRateError, RawInput, assemble
+from streambind.stream.embed import Embedder, featurize
+from streambind.stream.sinks import EmbeddedWindow, WindowSink
+from streambind.stream.windows import NS_PER_S, ClosedWindow, WindowKey
+
+logger = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str, "WindowKey | BaseException", bool], None]
+
+
+def assemble_window(window: ClosedWindow) -> RawInput:
+    """Assemble a window; a window mixing sample rates is put on its first chunk's rate."""
+    try:
+        return assemble(window)
+    except MixedSampleRateError:
+        return assemble(window, resample_to_hz=window.chunks[0].sample_rate)
+
+
+class EmbedWorker:
+    """A thread that embeds queued windows and publishes them through a sink."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        sink: WindowSink,
+        producer: Any,
+        model: str,
+        max_batch_windows: int,
+        on_output: OutputCallback,
+    ) -> None:
+        self.embedder = embedder
+        self.sink = sink
+        self.producer = producer
+        self.model = model
+        self.max_batch_windows = max_batch_windows
+        self.on_output = on_output
+        self.error: BaseException | None = None
+        self._queue: deque[tuple[str, ClosedWindow]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="streambind-embed", daemon=True)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the current batch (queued windows are abandoned; they are replayed)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
+    def put(self, topic: str, window: ClosedWindow) -> None:
+        """Queue a closed window of ``topic``."""
+        with self._cond:
+            self._queue.append((topic, window))
+            self._cond.notify()
+
+    def _take(self) -> list[tuple[str, ClosedWindow]] | None:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait(0.5)
+            if self._stopping:
+                return None
+            modality = self._queue[0][1].modality
+            batch: list[tuple[str, ClosedWindow]] = []
+            rest: deque[tuple[str, ClosedWindow]] = deque()
+            while self._queue and len(batch) < self.max_batch_windows:
+                item = self._queue.popleft()
+                (batch if item[1].modality == modality else rest).append(item)
+            rest.extend(self._queue)
+            self._queue = rest
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._process(batch)
+            except BaseException as exc:  # noqa: BLE001 - reported to the consumer thread
+                logger.exception("embedding a %s batch failed", batch[0][1].modality)
+                self.error = exc
+                return
+
+    def _fail(self, topic: str, window: ClosedWindow, exc: Exception) -> None:
+        logger.warning("window %s failed: %s", window.key, exc)
+        metrics.WINDOWS.labels(window.modality, "failed").inc()
+        self.on_output(topic, window.key, True)
+
+    def _process(self, batch: list[tuple[str, ClosedWindow]]) -> None:
+        modality = batch[0][1].modality
+        good: list[tuple[str, ClosedWindow]] = []
+        raws: list[RawInput] = []
+        for topic, window in batch:
+            try:
+                raws.append(assemble_window(window))
+                good.append((topic, window))
+            except (AssemblyError, FeatureError) as exc:
+                self._fail(topic, window, exc)
+        if not good:
+            return
+        try:
+            tensor = featurize(modality, raws)
+        except FeatureError:
+            # Find the bad window(s): featurize one by one, keep the rest.
+            kept, kept_raws = [], []
+            for item, raw in zip(good, raws, strict=True):
+                try:
+                    featurize(modality, [raw])
+                    kept.append(item)
+                    kept_raws.append(raw)
+                except FeatureError as exc:
+                    self._fail(item[0], item[1], exc)
+            if not kept:
+                return
+            good, tensor = kept, featurize(modality, kept_raws)
+        started_s = time.perf_counter()
+        embeddings = self.embedder.embed(modality, tensor)
+        metrics.EMBED_SECONDS.labels(modality).observe(time.perf_counter() - started_s)
+        metrics.BATCH_SIZE.labels(modality).observe(len(good))
+        emb = embeddings.detach().to("cpu").float().numpy()
+        items = [EmbeddedWindow(w, emb[i], self.model) for i, (_, w) in enumerate(good)]
+        futures = self.sink.publish(self.producer, items)
+        for (topic, window), future in zip(good, futures, strict=True):
+            future.add_callback(self._done, topic, window)
+            future.add_errback(self._failed, topic)
+
+    def _done(self, topic: str, window: ClosedWindow, _value: object) -> None:
+        metrics.WINDOWS.labels(window.modality, "emitted").inc()
+        metrics.EVENTS.labels(window.modality).inc()
+        latency_s = (time.time_ns() - window.end_ns) / NS_PER_S
+        if latency_s >= 0:
+            metrics.LATENCY_SECONDS.labels(window.modality).observe(latency_s)
+        self.on_output(topic, window.key, True)
+
+    def _failed(self, topic: str, exc: BaseException) -> None:
+        self.on_output(topic, exc, True)
