@@ -14,7 +14,8 @@ from streambind.model import (
     official_key_to_ours,
     ours_key_to_official,
 )
-from streambind.model.checkpoint import HUGE_FILENAME, read_checkpoint
+from streambind.model.cache import HUGE_FILENAME
+from streambind.model.checkpoint import read_checkpoint
 
 TINY = ImageBindConfig.tiny()
 

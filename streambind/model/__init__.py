@@ -5,13 +5,8 @@
     >>> emb = model({"text": tokenize(["a dog barking"])})["text"]  # (1, embed_dim)
 """
 
-from streambind.model.checkpoint import (
-    checkpoint_cache_path,
-    huge_checkpoint_available,
-    load_imagebind,
-    official_key_to_ours,
-    ours_key_to_official,
-)
+from streambind.model.cache import checkpoint_cache_path, huge_checkpoint_available
+from streambind.model.checkpoint import load_imagebind, official_key_to_ours, ours_key_to_official
 from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
 from streambind.model.imagebind import ImageBind
 from streambind.model.tokenizer import tokenize

@@ -10,30 +10,23 @@ its inverse.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import re
-import tempfile
-import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from streambind.errors import CheckpointError, ConfigError
+from streambind.model.cache import HUGE_URL, ensure_huge_checkpoint
 from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
 from streambind.model.imagebind import ImageBind
 
 logger = logging.getLogger(__name__)
 
-HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
-HUGE_FILENAME = "imagebind_huge.pth"
-CACHE_ENV = "STREAMBIND_CACHE"
-SHA256_ENV = "STREAMBIND_IMAGEBIND_SHA256"
 TINY_SEED = 0  # the untrained tiny model is the same on every machine
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -199,143 +192,6 @@ def _official_name(our_key: str) -> str:
         return our_key
 
 
-# --------------------------------------------------------------------------- files and cache
-
-
-def default_cache_dir() -> Path:
-    """``$STREAMBIND_CACHE``, else ``$XDG_CACHE_HOME/streambind``, else ``~/.cache/streambind``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "streambind"
-
-
-def checkpoint_cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the official huge checkpoint lives (or will be downloaded to)."""
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return base / HUGE_FILENAME
-
-
-def huge_checkpoint_available(cache_dir: str | os.PathLike[str] | None = None) -> bool:
-    """Whether the huge checkpoint is already in the cache (no download, no hashing)."""
-    return checkpoint_cache_path(cache_dir).is_file()
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 24) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_sidecar(path: Path, digest: str) -> None:
-    # sha256sum format, so `sha256sum -c imagebind_huge.pth.sha256` works in the cache dir.
-    _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
-
-
-def _read_sidecar(path: Path) -> str | None:
-    try:
-        text = _sidecar(path).read_text(encoding="utf-8").split()
-    except FileNotFoundError:
-        return None
-    return text[0].lower() if text else None
-
-
-def download_checkpoint(
-    url: str, dest: Path, *, expected_sha256: str | None = None, progress: bool = True
-) -> str:
-    """Download ``url`` to ``dest`` through a temporary file in the same directory, hashing
-    as it goes; the file is renamed into place only when complete and (if an expected hash
-    is given) verified. Writes ``dest.sha256`` and returns the hex digest."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
-        try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=60) as response,  # noqa: S310 (our URL)
-            ):
-                total = response.headers.get("Content-Length")
-                with tqdm(
-                    total=int(total) if total else None, unit="B", unit_scale=True,
-                    unit_divisor=1024, desc=dest.name, disable=not progress,
-                ) as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(
-                f"could not download {url}: {exc}. If this machine is offline, download the "
-                f"file elsewhere and place it at {dest} (the cache directory is set by "
-                f"${CACHE_ENV})"
-            ) from exc
-        hexdigest = digest.hexdigest()
-        if expected_sha256 and hexdigest != expected_sha256:
-            raise CheckpointError(
-                f"download of {url} has SHA-256 {hexdigest}, expected {expected_sha256}"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_sidecar(dest, hexdigest)
-    logger.info("downloaded %s to %s (sha256 %s)", url, dest, hexdigest)
-    return hexdigest
-
-
-def ensure_huge_checkpoint(
-    cache_dir: str | os.PathLike[str] | None = None,
-    *,
-    url: str = HUGE_URL,
-    expected_sha256: str | None = None,
-    download: bool = True,
-    progress: bool = True,
-) -> Path:
-    """Return the path of the cached huge checkpoint, downloading it once if needed.
-
-    Integrity: Meta publishes no checksum for ``imagebind_huge.pth``, so none is built in.
-    If ``expected_sha256`` (or ``$STREAMBIND_IMAGEBIND_SHA256``) is given, the file must
-    match it. Otherwise the hash is recorded in ``imagebind_huge.pth.sha256`` when the file
-    is first downloaded (or first seen, if placed by hand) and every later load verifies
-    against that record: this catches corruption and truncation in the cache, not a file
-    that was already wrong when first fetched.
-    """
-    expected = (expected_sha256 or os.environ.get(SHA256_ENV) or "").strip().lower() or None
-    path = checkpoint_cache_path(cache_dir)
-    if not path.is_file():
-        if not download:
-            raise CheckpointError(
-                f"the ImageBind huge checkpoint is not cached: download {url} and place it at "
-                f"{path} (or set ${CACHE_ENV} to the directory that holds {HUGE_FILENAME})"
-            )
-        logger.info("downloading the ImageBind huge checkpoint to %s", path)
-        download_checkpoint(url, path, expected_sha256=expected, progress=progress)
-        return path
-    recorded = _read_sidecar(path)
-    want = expected or recorded
-    actual = sha256_file(path)
-    if want is not None and actual != want:
-        raise CheckpointError(
-            f"{path} has SHA-256 {actual} but {want} was expected "
-            f"({'given' if expected else 'recorded at first download'}); the file is corrupt "
-            "or was replaced: delete it to download it again"
-        )
-    if recorded != actual:
-        _write_sidecar(path, actual)
-        if recorded is None:
-            logger.info("recorded SHA-256 %s of %s for later checks", actual, path)
-    return path
-
-
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Read a state dict from a ``.pth`` file, safely (``weights_only=True``)."""
     path = Path(path)
@@ -388,8 +244,8 @@ def load_imagebind(
     ``source``:
 
     - ``"huge"``: the official checkpoint, downloaded once from ``url`` into ``cache_dir``
-      (default :func:`default_cache_dir`) with a progress bar; see
-      :func:`ensure_huge_checkpoint` for how its SHA-256 is checked.
+      (default :func:`streambind.model.cache.default_cache_dir`) with a progress bar; see
+      :func:`streambind.model.cache.ensure_huge_checkpoint` for how its SHA-256 is checked.
     - ``"tiny"``: the untrained tiny preset, initialised with a fixed seed (deterministic,
       without touching the global RNG). For tests and the offline demo.
     - a path to an official-layout ``.pth`` file, or such a state dict.
