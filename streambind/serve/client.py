@@ -73,10 +73,11 @@ class ServeEmbedderClient:
                 return results
             self.retries += len(failed)
             logger.warning(
-                "%d %s request(s) failed (%s); retrying in %.1f s",
+                "%d %s request(s) failed (%s: %s); retrying in %.1f s",
                 len(failed),
                 method,
                 type(last_error).__name__,
+                str(last_error)[:200],
                 backoff_s,
             )
             if self._stop.wait(backoff_s):
