@@ -191,3 +191,17 @@ def test_hand_placed_file_gets_its_hash_recorded(tmp_path, official_sd):
 def test_bad_dtype_name():
     with pytest.raises(ConfigError, match="dtype"):
         load_imagebind("tiny", dtype="fp8")
+
+
+def test_download_module_fetches_once_and_rejects_a_wrong_hash(tmp_path, capsys):
+    from streambind.model import download
+
+    source = tmp_path / "source.pth"
+    source.write_bytes(b"bytes standing in for the checkpoint")
+    cache = tmp_path / "cache"
+    args = ["--cache-dir", str(cache), "--url", source.as_uri()]
+    assert download.main(args) == 0
+    assert (cache / "imagebind_huge.pth").read_bytes() == source.read_bytes()
+    assert (cache / "imagebind_huge.pth.sha256").is_file()
+    assert download.main([*args, "--sha256", "0" * 64]) == 1
+    assert "expected" in capsys.readouterr().err

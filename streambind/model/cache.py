@@ -56,7 +56,12 @@ def sha256_file(path: Path, chunk_size: int = 1 << 24) -> str:
 
 def _write_sidecar(path: Path, digest: str) -> None:
     # sha256sum format, so `sha256sum -c imagebind_huge.pth.sha256` works in the cache dir.
-    _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+    try:
+        _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+    except OSError as exc:
+        # A read-only weights volume (Kubernetes) still loads; it just can't record the hash.
+        logger.warning("cannot record SHA-256 next to %s (%s); set $%s to pin it",
+                       path, exc, SHA256_ENV)
 
 
 def _read_sidecar(path: Path) -> str | None:
