@@ -173,3 +173,20 @@ def test_rejections(call, reason):
     with pytest.raises(FeatureError) as err:
         call()
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "n"),
+    [(1, 3, 9600), (160, 441, 8820), (2, 1, 1600), (320, 147, 4410), (3, 7, 1000), (5, 1, 7)],
+)
+def test_batched_resampler_equals_scipy(up, down, n):
+    from scipy.signal import resample_poly
+
+    from streambind.features.resample import resample_poly_batch
+
+    x = np.sin(np.arange(3 * n).reshape(3, n) * 0.37).astype(np.float32)
+    x[1] = np.cos(np.arange(n) * 1.3)
+    expected = resample_poly(x, up, down, axis=-1)
+    got = resample_poly_batch(torch.from_numpy(x), up, down).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)

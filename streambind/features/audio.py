@@ -18,12 +18,13 @@ form frames every clip at once and runs one FFT and one matrix product for the w
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from streambind.errors import FeatureError
 
@@ -36,6 +37,7 @@ from ._checks import (
     require_finite,
     require_rate,
 )
+from .resample import resample_poly_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ AUDIO_STD = 9.138
 LOG_FLOOR = float(np.finfo(np.float32).eps)
 # More channels than this in a 2-D array is taken as a (channels, samples) mix-up.
 MAX_CHANNELS = 64
+# Clips per vectorized chunk (small enough for a chunk's FFT buffers to stay in cache) and
+# threads working on chunks concurrently.
+AUDIO_CHUNK = 16
+AUDIO_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 PCM_ENCODINGS = ("pcm_s16le", "f32le")
 
@@ -149,32 +155,64 @@ def decode_pcm(encoding: str, channels: int, data: bytes) -> np.ndarray:
     return to_mono(arr.astype(np.int16 if width == 2 else np.float32, copy=False))
 
 
-def resample_to_16k(batch: np.ndarray, sample_rate: float) -> np.ndarray:
-    """Resample (..., N) float audio to 16 kHz with a Kaiser-windowed polyphase filter."""
+def _ratio(rate: float) -> Fraction:
+    ratio = Fraction(TARGET_RATE) / Fraction(rate).limit_denominator(1000)
+    return ratio.limit_denominator(1000)
+
+
+def _resampled_length(n: int, rate: float) -> int:
+    if rate == TARGET_RATE:
+        return n
+    ratio = _ratio(rate)
+    return -(-n * ratio.numerator // ratio.denominator)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(AUDIO_THREADS, thread_name_prefix="streambind-audio")
+    return _POOL
+
+
+def resample_to_16k(batch: torch.Tensor, sample_rate: float) -> torch.Tensor:
+    """Resample (B, N) float32 audio to 16 kHz: scipy's ``resample_poly`` filter, batched."""
     rate = require_rate(sample_rate, "audio")
     if rate == TARGET_RATE:
         return batch
-    ratio = Fraction(TARGET_RATE) / Fraction(rate).limit_denominator(1000)
-    ratio = ratio.limit_denominator(1000)
-    out = resample_poly(batch, ratio.numerator, ratio.denominator, axis=-1)
-    return out.astype(np.float32, copy=False)
+    ratio = _ratio(rate)
+    return resample_poly_batch(batch, ratio.numerator, ratio.denominator)
 
 
 def kaldi_fbank(waves: torch.Tensor) -> torch.Tensor:
-    """Kaldi log-mel filterbank of (B, N) 16 kHz float waveforms: (B, frames, 128).
+    """Kaldi log-mel filterbank of (B, N) 16 kHz float32 waveforms: (B, frames, 128).
 
-    Vectorized over the batch: frames are a strided view, one rFFT and one matrix product
-    cover every frame of every clip. The clip mean is *not* removed here.
+    Vectorized over the batch: one rFFT and one matrix product cover every frame of every
+    clip. The clip mean is *not* removed here.
+
+    Per frame, Kaldi computes ``z = preemph(x - mean(x))`` with the first sample replicated.
+    Expanded, ``z[n] = x[n] - 0.97 x[n-1] - 0.03 m`` for n >= 1 and ``z[0] = 0.03 (x[0] - m)``,
+    so the pre-emphasis runs once over the waveform (2.5x fewer samples than over the
+    overlapping frames) and each frame then only needs its first sample and its mean fixed.
     """
-    frames = waves.unfold(-1, FRAME_LENGTH, FRAME_SHIFT)  # (B, T, 400) view, snip_edges
-    frames = frames - frames.mean(dim=-1, keepdim=True)  # per-frame DC removal
-    # Pre-emphasis with the first sample replicated: x[0] - 0.97 x[0], x[n] - 0.97 x[n-1].
-    prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-    frames = (frames - PREEMPHASIS * prev) * _hanning()
-    spectrum = torch.fft.rfft(frames, n=FFT_SIZE)  # zero-pads each frame to 512
-    power = spectrum.real.square() + spectrum.imag.square()
-    energies = power @ mel_banks()
-    return energies.clamp_min(LOG_FLOOR).log()
+    batch = waves.shape[0]
+    raw = waves.unfold(-1, FRAME_LENGTH, FRAME_SHIFT)  # (B, T, 400) view, snip_edges
+    n_frames = raw.shape[1]
+    emph = waves.clone()
+    emph[:, 1:].sub_(waves[:, :-1], alpha=PREEMPHASIS)
+    buf = torch.zeros(batch, n_frames, FFT_SIZE, dtype=torch.float32)
+    frames = buf[..., :FRAME_LENGTH]  # the zero tail pads each frame to 512
+    frames.copy_(emph.unfold(-1, FRAME_LENGTH, FRAME_SHIFT))
+    frames[..., 0] = raw[..., 0]
+    frames[..., 0].mul_(1.0 - PREEMPHASIS)
+    frames.sub_(raw.mean(dim=-1, keepdim=True).mul_(1.0 - PREEMPHASIS))
+    frames.mul_(_hanning())
+    parts = torch.view_as_real(torch.fft.rfft(buf)).square_()
+    power = parts[..., 0] + parts[..., 1]  # |X|^2, (B, T, 257); cheaper than sum(-1)
+    energies = torch.mm(power.view(-1, FFT_SIZE // 2 + 1), mel_banks())
+    return energies.clamp_min_(LOG_FLOOR).log_().view(batch, n_frames, NUM_MEL_BINS)
 
 
 def _as_batch(batch: object) -> np.ndarray:
@@ -197,31 +235,49 @@ def _as_batch(batch: object) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def _featurize_chunk(out: torch.Tensor, clips: np.ndarray, rate: float) -> None:
+    # One chunk, end to end, written into its slice of the output (runs on a worker thread;
+    # torch and scipy release the GIL in the heavy parts).
+    waves = resample_to_16k(torch.from_numpy(clips), rate)
+    waves = waves - waves.mean(dim=1, keepdim=True)  # the reference's `waveform -= mean`
+    mel = kaldi_fbank(waves)  # (b, T, 128)
+    frames = min(mel.shape[1], TARGET_FRAMES)
+    # Padding happens before normalization (zeros in log-mel), as in the reference.
+    out.fill_(-AUDIO_MEAN / AUDIO_STD)
+    out[:, 0, :, :frames] = (mel[:, :frames].transpose(1, 2) - AUDIO_MEAN) / AUDIO_STD
+
+
 def audio_windows(batch: object, sample_rate: float) -> torch.Tensor:
     """Featurize equal-length mono clips at one rate: (B, N) -> Tensor[B, 1, 128, 204].
 
     ``batch`` is a (B, N) array or a list of 1-D float32 clips in [-1, 1] (integer PCM is
     scaled as in :func:`to_mono`). Clips are resampled to 16 kHz, mean-removed, run through
-    the Kaldi filterbank in one vectorized pass, padded/cut to 204 frames and normalized.
+    the Kaldi filterbank, padded/cut to 204 frames and normalized.
+
+    Vectorized in chunks of ``AUDIO_CHUNK`` clips (one resampling conv, one FFT and one
+    matrix product per chunk), chunks spread over a thread pool. One FFT over a whole batch
+    of 64 clips streams ~100 MB of intermediates through memory and measured *slower* than a
+    per-clip loop on 2 cores; chunks that stay in cache, on every core, are ~3x faster.
     """
-    arr = resample_to_16k(_as_batch(batch), sample_rate)
-    if arr.shape[1] < FRAME_LENGTH:
+    rate = require_rate(sample_rate, "audio")
+    arr = _as_batch(batch)
+    n_16k = _resampled_length(arr.shape[1], rate)
+    if n_16k < FRAME_LENGTH:
         raise FeatureError(
-            f"audio: {arr.shape[1]} samples at 16 kHz is shorter than one 25 ms frame",
-            TOO_SHORT,
+            f"audio: {n_16k} samples at 16 kHz is shorter than one 25 ms frame", TOO_SHORT
         )
-    waves = torch.from_numpy(np.ascontiguousarray(arr))
-    waves = waves - waves.mean(dim=1, keepdim=True)  # the reference's `waveform -= mean`
-    mel = kaldi_fbank(waves).transpose(1, 2)  # (B, 128, T)
-    frames = mel.shape[2]
-    if abs(TARGET_FRAMES - frames) > 0.2 * frames:
+    n_frames = expected_frames(n_16k)
+    if abs(TARGET_FRAMES - n_frames) > 0.2 * n_frames:
         # The reference warns here too: the clip is far from 2 s, features are mostly padding.
-        log.debug("audio: %d frames padded/cut to %d", frames, TARGET_FRAMES)
-    if frames < TARGET_FRAMES:
-        mel = torch.nn.functional.pad(mel, (0, TARGET_FRAMES - frames))
+        log.debug("audio: %d frames padded/cut to %d", n_frames, TARGET_FRAMES)
+    out = torch.empty(arr.shape[0], 1, NUM_MEL_BINS, TARGET_FRAMES)
+    starts = range(0, arr.shape[0], AUDIO_CHUNK)
+    jobs = [(out[i : i + AUDIO_CHUNK], arr[i : i + AUDIO_CHUNK], rate) for i in starts]
+    if len(jobs) == 1:
+        _featurize_chunk(*jobs[0])
     else:
-        mel = mel[:, :, :TARGET_FRAMES]
-    return ((mel - AUDIO_MEAN) / AUDIO_STD).unsqueeze(1).contiguous()
+        list(_pool().map(lambda job: _featurize_chunk(*job), jobs))
+    return out
 
 
 def audio_window(samples: object, sample_rate: float) -> torch.Tensor:

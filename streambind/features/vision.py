@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -114,14 +115,35 @@ def resize_crop_plane(
     return np.array(image)[top : top + size, left : left + size]
 
 
+@lru_cache(maxsize=1)
+def _scale_bias() -> tuple[torch.Tensor, torch.Tensor]:
+    # (x / 255 - mean) / std as one multiply-add per pixel: x * scale + bias.
+    std = torch.tensor(CLIP_STD, dtype=torch.float64)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).to(torch.float32).view(3, 1, 1)
+    bias = (-mean / std).to(torch.float32).view(3, 1, 1)
+    return scale, bias
+
+
 def normalize_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32: ``(x / 255 - mean) / std`` (CLIP)."""
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32: ``(x / 255 - mean) / std`` (CLIP).
+
+    Computed as one multiply-add with precomputed constants; equal to the reference's
+    ``ToTensor`` + ``Normalize`` within float32 rounding (~1e-6).
+    """
     if isinstance(images, np.ndarray) and not images.flags.writeable:
         images = images.copy()  # Pillow's arrays are read-only; torch wants writable memory
-    batch = torch.as_tensor(images).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return batch.sub_(mean).div_(std)
+    scale, bias = _scale_bias()
+    batch = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().to(torch.float32)
+    return batch.mul_(scale).add_(bias)
+
+
+def _into(out: torch.Tensor, frame: np.ndarray) -> None:
+    # Worker-thread body: resize (Pillow, GIL released) and normalize straight into `out`.
+    scale, bias = _scale_bias()
+    crop = torch.from_numpy(np.array(resize_crop(frame))).permute(2, 0, 1)
+    torch.mul(crop, scale, out=out)
+    out.add_(bias)
 
 
 def vision_frame(frame: object) -> torch.Tensor:
@@ -155,13 +177,15 @@ def vision_windows(windows: Sequence[Sequence[object]]) -> torch.Tensor:
     if isinstance(windows, str | bytes) or not isinstance(windows, Sequence) or not windows:
         raise FeatureError("vision: expected a non-empty list of frame lists", BAD_SHAPE)
     frames = [frame for clip in windows for frame in _first_last(clip, "vision")]
+    out = torch.empty(len(windows), 2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    slots = out.view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
     if len(frames) > 2:
-        crops = list(_pool().map(resize_crop, frames))
+        # Frames are independent: each worker resizes and normalizes its own into `out`.
+        list(_pool().map(_into, slots, frames))
     else:
-        crops = [resize_crop(frame) for frame in frames]
-    batch = normalize_uint8(np.stack(crops))  # (2B, 3, 224, 224)
-    batch = batch.view(len(windows), 2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    return batch.permute(0, 2, 1, 3, 4).contiguous()
+        for slot, frame in zip(slots, frames, strict=True):
+            _into(slot, frame)
+    return out.permute(0, 2, 1, 3, 4).contiguous()
 
 
 __all__ = [
