@@ -79,6 +79,17 @@ def test_batched_equals_single_and_list_input():
     torch.testing.assert_close(audio_windows(list(batch), 16000), out)
 
 
+def test_batches_larger_than_one_chunk_keep_clip_order():
+    from streambind.features.audio import AUDIO_CHUNK
+
+    n = 2 * AUDIO_CHUNK + 3  # several chunks on the thread pool, the last one partial
+    clips = np.stack([tone(200.0 + 150.0 * i, 48000, seconds=0.5) for i in range(n)])
+    out = audio_windows(clips, 48000)
+    assert out.shape == (n, 1, 128, 204)
+    for i in (0, AUDIO_CHUNK, n - 1):
+        torch.testing.assert_close(out[i], audio_window(clips[i], 48000), atol=1e-5, rtol=0)
+
+
 def multitone(rate: int) -> np.ndarray:
     """Two loud tones over a floor of 60 quiet tones up to 7 kHz: defined at any rate.
 

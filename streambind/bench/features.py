@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     )
     diff = max(
         float((audio_window(clips[i], rate) - reference_audio_clip(clips[i], rate)).abs().max())
-        for i in range(4)
+        for i in range(min(4, b))
     )
     out.write(f"audio: {b} clips x 2 s at {rate} Hz -> [{b}, 1, 128, 204]\n")
     out.write(_row("batched", batched, b, batched))
@@ -206,7 +206,11 @@ def run(args: argparse.Namespace) -> int:
         ],
         args.repeats,
     )
-    diff = float((vision_windows(windows[:2])[1] - reference_vision_clip(windows[1])).abs().max())
+    check = vision_windows(windows[:4])
+    diff = max(
+        float((check[i] - reference_vision_clip(windows[i])).abs().max())
+        for i in range(len(check))
+    )
     out.write(
         f"vision: {b} clips x {args.frames} frames {args.width}x{args.height} "
         f"(first+last used) -> [{b}, 3, 2, 224, 224]\n"
