@@ -11,8 +11,9 @@ only where they fit entirely (snip_edges), natural log floored at float32 epsilo
 [bins, frames] matrix is zero-padded or cut to 204 frames and then normalized as
 ``(x + 4.268) / 9.138`` (so padded frames become 4.268 / 9.138, as in the reference).
 
-torchaudio cannot be used here, so this module implements those steps itself; the batched
-form frames every clip at once and runs one FFT and one matrix product for the whole batch.
+torchaudio cannot be used here, so this module implements those steps itself. The batched
+form is vectorized over clips (one resampling GEMM, one FFT and one mel matrix product per
+chunk of clips), with chunks sized to stay in cache and spread over a small thread pool.
 """
 
 from __future__ import annotations
@@ -177,6 +178,15 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def _forget_pool() -> None:
+    # A forked child inherits the pool object but not its threads; let it build its own.
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def resample_to_16k(batch: torch.Tensor, sample_rate: float) -> torch.Tensor:
     """Resample (B, N) float32 audio to 16 kHz: scipy's ``resample_poly`` filter, batched."""
     rate = require_rate(sample_rate, "audio")
@@ -237,7 +247,7 @@ def _as_batch(batch: object) -> np.ndarray:
 
 def _featurize_chunk(out: torch.Tensor, clips: np.ndarray, rate: float) -> None:
     # One chunk, end to end, written into its slice of the output (runs on a worker thread;
-    # torch and scipy release the GIL in the heavy parts).
+    # torch releases the GIL in the heavy parts).
     waves = resample_to_16k(torch.from_numpy(clips), rate)
     waves = waves - waves.mean(dim=1, keepdim=True)  # the reference's `waveform -= mean`
     mel = kaldi_fbank(waves)  # (b, T, 128)

@@ -42,7 +42,9 @@ RAW_DTYPES: dict[str, tuple[str, int]] = {
     "u16": ("<u2", 1),
     "f32_c": ("<f4", 1),
 }
-COMPRESSED = {"jpeg": "JPEG", "png": "PNG"}
+# Pillow format names accepted per encoding; phone cameras write JPEGs that Pillow reports
+# as MPO (a JPEG with extra pictures appended), whose first picture is the frame.
+COMPRESSED = {"jpeg": ("JPEG", "MPO"), "png": ("PNG",)}
 VISION_ENCODINGS = ("jpeg", "png", "rgb8")
 DEPTH_ENCODINGS = ("u16_mm", "f32_m")
 THERMAL_ENCODINGS = ("u8", "u16", "f32_c")
@@ -61,12 +63,15 @@ def _check_size(width: object, height: object, max_pixels: int) -> tuple[int, in
     return w, h
 
 
-def _decode_compressed(fmt: str, width: int, height: int, data: bytes) -> np.ndarray:
+def _decode_compressed(
+    formats: tuple[str, ...], width: int, height: int, data: bytes
+) -> np.ndarray:
+    fmt = formats[0]
     try:
         with warnings.catch_warnings():
             # Pillow warns (DecompressionBombWarning) on big images; our own cap applies first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
+            image = Image.open(io.BytesIO(data), formats=list(formats))
             if image.size != (width, height):
                 raise FeatureError(
                     f"frame: declared {width}x{height} but the {fmt} header says "

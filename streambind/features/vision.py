@@ -44,6 +44,15 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def _forget_pool() -> None:
+    # A forked child inherits the pool object but not its threads; let it build its own.
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def short_side_size(width: int, height: int, size: int = IMAGE_SIZE) -> tuple[int, int]:
     """(width, height) after torchvision's ``Resize(size)``: shorter side to ``size``."""
     short, long = (width, height) if width <= height else (height, width)
