@@ -42,9 +42,9 @@ RAW_DTYPES: dict[str, tuple[str, int]] = {
     "u16": ("<u2", 1),
     "f32_c": ("<f4", 1),
 }
-# Pillow format names accepted per encoding; phone cameras write JPEGs that Pillow reports
-# as MPO (a JPEG with extra pictures appended), whose first picture is the frame.
-COMPRESSED = {"jpeg": ("JPEG", "MPO"), "png": ("PNG",)}
+# Pillow format accepted per encoding (Pillow's JPEG opener also takes the MPO flavour that
+# phone cameras write; its first picture is the frame).
+COMPRESSED = {"jpeg": ("JPEG",), "png": ("PNG",)}
 VISION_ENCODINGS = ("jpeg", "png", "rgb8")
 DEPTH_ENCODINGS = ("u16_mm", "f32_m")
 THERMAL_ENCODINGS = ("u8", "u16", "f32_c")
