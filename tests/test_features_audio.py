@@ -141,6 +141,15 @@ def test_clip_mean_removed_and_short_clip_padded():
     assert audio_window(tone(700.0, 16000, seconds=3.0), 16000).shape == (1, 128, 204)
 
 
+def test_blocked_mel_product_equals_dense_filterbank():
+    from streambind.features.audio import mel_banks, mel_energies
+
+    banks = mel_banks()
+    assert banks.shape == (257, 128) and torch.all(banks[-1] == 0)  # Nyquist bin unused
+    power = torch.rand(50, 257, generator=torch.Generator().manual_seed(0)) * 100
+    torch.testing.assert_close(mel_energies(power), power @ banks, atol=1e-4, rtol=1e-6)
+
+
 def test_fbank_floor_on_silence():
     out = kaldi_fbank(torch.zeros(1, 16000))
     assert torch.allclose(out, torch.tensor(math.log(np.finfo(np.float32).eps)))

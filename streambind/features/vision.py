@@ -186,15 +186,17 @@ def vision_windows(windows: Sequence[Sequence[object]]) -> torch.Tensor:
     if isinstance(windows, str | bytes) or not isinstance(windows, Sequence) or not windows:
         raise FeatureError("vision: expected a non-empty list of frame lists", BAD_SHAPE)
     frames = [frame for clip in windows for frame in _first_last(clip, "vision")]
-    out = torch.empty(len(windows), 2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    slots = out.view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    out = torch.empty(len(windows), 3, 2, IMAGE_SIZE, IMAGE_SIZE)
+    # Frame t of clip b is written straight into its (3, 224, 224) view out[b, :, t]: no
+    # stacking or permuting copy of the whole batch afterwards.
+    slots = [out[b, :, t] for b in range(len(windows)) for t in range(2)]
     if len(frames) > 2:
         # Frames are independent: each worker resizes and normalizes its own into `out`.
         list(_pool().map(_into, slots, frames))
     else:
         for slot, frame in zip(slots, frames, strict=True):
             _into(slot, frame)
-    return out.permute(0, 2, 1, 3, 4).contiguous()
+    return out
 
 
 __all__ = [
