@@ -15,7 +15,7 @@ def test_bench_features_small_run(monkeypatch):
     bench.configure_parser(parser)
     args = parser.parse_args(
         ["--batch-size", "3", "--repeats", "1", "--width", "64", "--height", "48",
-         "--sample-rate", "48000"]
+         "--sample-rates", "48000"]
     )
     buf = io.StringIO()
     monkeypatch.setattr(sys, "stdout", buf)
