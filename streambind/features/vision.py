@@ -149,10 +149,15 @@ def normalize_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def _into(out: torch.Tensor, frame: np.ndarray) -> None:
     # Worker-thread body: resize (Pillow, GIL released) and normalize straight into `out`.
+    # numpy rather than torch here: torch ops on a worker thread start their own OpenMP team,
+    # and two teams per core measured ~20% slower than plain single-threaded numpy.
     scale, bias = _scale_bias()
-    crop = torch.from_numpy(np.array(resize_crop(frame))).permute(2, 0, 1)
-    torch.mul(crop, scale, out=out)
-    out.add_(bias)
+    crop = resize_crop(frame)
+    dest = out.numpy()  # (3, 224, 224) view of the output tensor
+    for ch in range(3):
+        # float32 scalars keep the loop in float32, like the reference's tensor arithmetic.
+        np.multiply(crop[:, :, ch], np.float32(scale[ch, 0, 0]), out=dest[ch])
+        dest[ch] += np.float32(bias[ch, 0, 0])
 
 
 def vision_frame(frame: object) -> torch.Tensor:
