@@ -167,8 +167,10 @@ def test_decode_pcm_and_to_mono():
     # int16 given straight to the featurizer is scaled like to_mono does.
     sig = reference_signal()  # broadband, so int16 quantization noise is far below it
     torch.testing.assert_close(
-        audio_window((sig * 32767).astype(np.int16), 16000), audio_window(sig, 16000),
-        atol=1e-2, rtol=0,
+        audio_window((sig * 32767).astype(np.int16), 16000),
+        audio_window(sig, 16000),
+        atol=1e-2,
+        rtol=0,
     )
 
 

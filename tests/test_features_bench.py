@@ -14,8 +14,18 @@ def test_bench_features_small_run(monkeypatch):
     parser = argparse.ArgumentParser()
     bench.configure_parser(parser)
     args = parser.parse_args(
-        ["--batch-size", "3", "--repeats", "1", "--width", "64", "--height", "48",
-         "--sample-rates", "48000"]
+        [
+            "--batch-size",
+            "3",
+            "--repeats",
+            "1",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--sample-rates",
+            "48000",
+        ]
     )
     buf = io.StringIO()
     monkeypatch.setattr(sys, "stdout", buf)

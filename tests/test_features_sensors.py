@@ -162,6 +162,7 @@ OFFSETS = (0.1, -0.2, 9.81, 0.01, -0.02, 0.03)  # gravity on acc_z, like a devic
 
 def imu_signal(rate: float, seconds: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """(N, 6) rows at ``rate`` and the expected (6, 2000) channel-major output at 400 Hz."""
+
     def at(t):
         return np.stack(
             [OFFSETS[c] + (c + 1) * 0.1 * np.sin(2 * np.pi * FREQS[c] * t) for c in range(6)]

@@ -167,9 +167,7 @@ def _audio_batch(batch: int, rate: int) -> np.ndarray:
 def _vision_batch(batch: int, frames: int, width: int, height: int) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return [
-        [np.roll(base, shift=7 * i + j, axis=1) for j in range(frames)] for i in range(batch)
-    ]
+    return [[np.roll(base, shift=7 * i + j, axis=1) for j in range(frames)] for i in range(batch)]
 
 
 def _row(name: str, seconds: float, clips: int, batched: float) -> str:
@@ -225,8 +223,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check = vision_windows(windows[:4])
     diff = max(
-        float((check[i] - reference_vision_clip(windows[i])).abs().max())
-        for i in range(len(check))
+        float((check[i] - reference_vision_clip(windows[i])).abs().max()) for i in range(len(check))
     )
     out.write(
         f"vision: {b} clips x {args.frames} frames {args.width}x{args.height} "

@@ -91,7 +91,7 @@ def depth_frame(
         ).astype(np.float32)
     scaled = np.minimum(disparity, params.max_disparity) / params.max_disparity
     plane = resize_crop_plane(scaled.astype(np.float32), Image.Resampling.BILINEAR)
-    out = (torch.from_numpy(np.ascontiguousarray(plane)).clamp_(0.0, 1.0) - params.mean)
+    out = torch.from_numpy(np.ascontiguousarray(plane)).clamp_(0.0, 1.0) - params.mean
     return (out / params.std).unsqueeze(0)
 
 

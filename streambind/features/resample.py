@@ -68,9 +68,7 @@ def _block_matrix(up: int, down: int, n_in: int, beta: float) -> tuple[torch.Ten
     return matrix.T.contiguous(), steps, block_len
 
 
-def resample_poly_batch(
-    batch: torch.Tensor, up: int, down: int, beta: float = 5.0
-) -> torch.Tensor:
+def resample_poly_batch(batch: torch.Tensor, up: int, down: int, beta: float = 5.0) -> torch.Tensor:
     """Resample (B, N) float32 rows by ``up / down``; equals scipy's ``resample_poly`` to ~1e-6.
 
     ``beta`` is the Kaiser window parameter (scipy's default 5.0). Edges are zero-extended,

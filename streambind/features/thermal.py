@@ -96,9 +96,7 @@ def thermal_frame(
         arr = _check(img, encoding).astype(np.uint8)
         plane = resize_crop_plane(arr).astype(np.float32) / 255.0
     else:
-        scaled = thermal_scale(
-            img, encoding, normalization=normalization, value_range=value_range
-        )
+        scaled = thermal_scale(img, encoding, normalization=normalization, value_range=value_range)
         plane = np.clip(resize_crop_plane(scaled), 0.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32)).unsqueeze(0)
 
