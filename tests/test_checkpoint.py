@@ -205,3 +205,12 @@ def test_download_module_fetches_once_and_rejects_a_wrong_hash(tmp_path, capsys)
     assert (cache / "imagebind_huge.pth.sha256").is_file()
     assert download.main([*args, "--sha256", "0" * 64]) == 1
     assert "expected" in capsys.readouterr().err
+
+
+def test_huge_untrained_builds_the_official_architecture_deterministically():
+    from streambind.model import load_imagebind
+
+    first = load_imagebind("huge-untrained", modalities=("imu",))
+    again = load_imagebind("huge-untrained", modalities=("imu",))
+    assert first.embed_dim == 1024
+    torch.testing.assert_close(dict(first.state_dict()), dict(again.state_dict()))

@@ -226,6 +226,9 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+UNTRAINED_PRESETS = {"tiny": ImageBindConfig.tiny, "huge-untrained": ImageBindConfig.huge}
+
+
 def load_imagebind(
     source: str | os.PathLike[str] | Mapping[str, Tensor] = "huge",
     *,
@@ -248,6 +251,8 @@ def load_imagebind(
       :func:`streambind.model.cache.ensure_huge_checkpoint` for how its SHA-256 is checked.
     - ``"tiny"``: the untrained tiny preset, initialised with a fixed seed (deterministic,
       without touching the global RNG). For tests and the offline demo.
+    - ``"huge-untrained"``: the huge architecture initialised the same way: the official
+      model's cost without its weights, for benchmarks on machines that lack them.
     - a path to an official-layout ``.pth`` file, or such a state dict.
 
     ``config`` defaults to the huge preset for checkpoints (the tiny one for ``"tiny"``).
@@ -255,10 +260,10 @@ def load_imagebind(
     dtype or ``"fp32"``/``"bf16"``/``"fp16"``.
     """
     dtype = _resolve_dtype(dtype)
-    if isinstance(source, str) and source == "tiny":
+    if isinstance(source, str) and source in UNTRAINED_PRESETS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
-            model = ImageBind(config or ImageBindConfig.tiny(), modalities)
+            model = ImageBind(config or UNTRAINED_PRESETS[source](), modalities)
     else:
         if isinstance(source, Mapping):
             state_dict = source

@@ -1,10 +1,10 @@
 """The ingest side of the embedder: the streaming core's ``Embedder`` over a Serve handle.
 
-Each window of a batch goes to the ``Embedder`` deployment as its own request, so that
-Serve's per-modality batching merges the windows of every ingest replica into full GPU
-batches. A request that fails because a replica died (or is being replaced) is retried
-with backoff until it succeeds or the client is stopped: the window stays unacknowledged
-meanwhile, its offsets uncommitted, so no window is lost when an embedder replica is.
+Each batch of windows goes to the ``Embedder`` deployment as one request; Serve's
+per-modality batching merges the requests of every ingest replica into full GPU batches.
+A request that fails because a replica died (or is being replaced) is retried with backoff
+until it succeeds or the client is stopped: the windows stay unacknowledged meanwhile,
+their offsets uncommitted, so no window is lost when an embedder replica is.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class ServeEmbedderClient:
         self.retries = 0
 
     def embed(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
-        """(B, D) unit embeddings; every window is one Serve request, batched server-side."""
-        return torch.stack(self._call_all("embed_window", [(modality, w) for w in batch]))
+        """(B, D) unit embeddings of a batch; one Serve request, merged server-side."""
+        (embeddings,) = self._call_all("embed", [(modality, batch)])
+        return embeddings
 
     def embed_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """(N, D) unit text embeddings (label prompts)."""

@@ -53,7 +53,11 @@ def unit_embeddings(outputs: torch.Tensor) -> torch.Tensor:
 
 def model_name(source: str) -> str:
     """The ``model`` field of events: what produced the embedding."""
-    names = {"huge": "imagebind_huge", "tiny": "imagebind_tiny_untrained"}
+    names = {
+        "huge": "imagebind_huge",
+        "tiny": "imagebind_tiny_untrained",
+        "huge-untrained": "imagebind_huge_untrained",
+    }
     return names.get(source, Path(source).stem)
 
 
@@ -125,11 +129,21 @@ class ModelRunner:
         return self.forward(TEXT, tokenize(list(prompts)))
 
 
-class EmbedderServer(ModelRunner):
-    """The ``Embedder`` deployment: one window per request, batched per modality by Serve."""
+def _windows_in(batches: list[torch.Tensor]) -> int:
+    # Serve counts a request as its number of windows, so max_batch_size bounds the forward.
+    return sum(len(batch) for batch in batches)
+
+
+class EmbedderServer:
+    """The ``Embedder`` deployment: ``embed(modality, batch)`` requests, merged per modality.
+
+    Each request carries the (B, ...) windows one ingest replica has ready; ``serve.batch``
+    merges the requests of all ingest replicas up to ``max_batch_size`` windows (counted by
+    ``_windows_in``), runs one forward pass and hands each caller its rows back.
+    """
 
     def __init__(self, model: Mapping[str, Any] | ModelSettings | None = None):
-        super().__init__(model)
+        self.runner = ModelRunner(model)
         self._batchers = {
             "vision": self._embed_vision,
             "audio": self._embed_audio,
@@ -149,38 +163,47 @@ class EmbedderServer(ModelRunner):
             batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
             logger.info("batching %s: %s", modality, settings)
 
-    async def embed_window(self, modality: str, window: torch.Tensor) -> torch.Tensor:
-        """One window's unit embedding (D,); concurrent calls are batched per modality."""
-        if modality not in self.modalities or modality not in self._batchers:
-            raise ServeError(f"this embedder has no {modality!r} tower ({self.modalities})")
-        return await self._batchers[modality](window)
+    def check_health(self) -> None:
+        """Ray Serve health probe: fails when the accelerator is unusable."""
+        self.runner.check_health()
+
+    def info(self) -> dict[str, Any]:
+        """Model name, towers, joint-space dimension, device and dtype."""
+        return self.runner.info()
+
+    async def embed(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings (B, D) of a batch of featurized windows of one modality."""
+        if modality not in self.runner.modalities or modality not in self._batchers:
+            raise ServeError(f"this embedder has no {modality!r} tower ({self.runner.modalities})")
+        return await self._batchers[modality](batch)
 
     async def embed_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Unit text embeddings (N, D) of the prompts (label sets; not on the hot path)."""
-        return await asyncio.to_thread(self.embed_texts, prompts)
+        return await asyncio.to_thread(self.runner.embed_texts, prompts)
 
-    async def _forward_list(self, modality: str, windows: list[torch.Tensor]) -> list[torch.Tensor]:
+    async def _forward_merged(self, modality: str, batches: list[torch.Tensor]) -> list:
         # The forward runs on a worker thread so that the replica keeps accepting requests
         # (and other modalities' batches) while the accelerator is busy.
-        embeddings = await asyncio.to_thread(self.forward, modality, torch.stack(windows))
-        return list(embeddings)
+        merged = torch.cat(batches) if len(batches) > 1 else batches[0]
+        embeddings = await asyncio.to_thread(self.runner.forward, modality, merged)
+        return list(embeddings.split([len(batch) for batch in batches]))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _embed_vision(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-        return await self._forward_list("vision", windows)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_windows_in)
+    async def _embed_vision(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        return await self._forward_merged("vision", batches)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _embed_audio(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-        return await self._forward_list("audio", windows)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_windows_in)
+    async def _embed_audio(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        return await self._forward_merged("audio", batches)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _embed_depth(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-        return await self._forward_list("depth", windows)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_windows_in)
+    async def _embed_depth(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        return await self._forward_merged("depth", batches)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _embed_thermal(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-        return await self._forward_list("thermal", windows)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_windows_in)
+    async def _embed_thermal(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        return await self._forward_merged("thermal", batches)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
-    async def _embed_imu(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-        return await self._forward_list("imu", windows)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_windows_in)
+    async def _embed_imu(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        return await self._forward_merged("imu", batches)
