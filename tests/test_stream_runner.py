@@ -11,13 +11,8 @@ import pyarrow as pa
 import pytest
 
 from streambind.sim.kafka_io import read_topic, send_records
-from streambind.sim.records import (
-    MALFORMED_KINDS,
-    audio_record,
-    frame_record,
-    imu_record,
-    malformed_record,
-)
+from streambind.sim.records import MALFORMED_KINDS, malformed_record
+from streambind.sim.streams import aligned_origin_ns, device_stream, interleave, timed_stream
 from streambind.stream.chunks import MODALITIES
 from streambind.stream.config import StreamConfig
 from streambind.stream.embed import StandInEmbedder
@@ -27,53 +22,11 @@ from streambind.stream.schemas import event_json_schema
 
 pytestmark = pytest.mark.broker
 S = 1_000_000_000
-MS = 1_000_000
 
 
 def base_ns() -> int:
     """An event-time origin 10 minutes ago, aligned to 10 s."""
-    return (time.time_ns() - 600 * S) // (10 * S) * (10 * S)
-
-
-def device_stream(device: str, t0: int, seconds: dict[str, int]) -> list[tuple[str, object]]:
-    """(modality, record) pairs covering [t0, t0 + seconds[modality]), in event-time order."""
-    return [(m, r) for _, m, r in sorted(timed_stream(device, t0, seconds), key=lambda x: x[0])]
-
-
-def interleave(*streams: list[tuple[int, str, object]]) -> list[tuple[str, object]]:
-    """Merge timed streams of several devices by event time (as a real fleet produces)."""
-    merged = sorted((x for s in streams for x in s), key=lambda x: x[0])
-    return [(m, r) for _, m, r in merged]
-
-
-def timed_stream(device: str, t0: int, seconds: dict[str, int]) -> list[tuple[int, str, object]]:
-    """(ts_ns, modality, record) triples covering [t0, t0 + seconds[modality])."""
-    rng = np.random.default_rng(abs(hash(device)) % 2**32)
-    out: list[tuple[int, str, object]] = []
-    if "audio" in seconds:
-        rate, chunk = 16000, 1600  # 100 ms chunks
-        for i in range(seconds["audio"] * 10):
-            samples = 0.2 * np.sin(np.arange(chunk) * 0.05 + i).astype(np.float32)
-            ts0 = t0 + i * 100 * MS
-            out.append((ts0, "audio", audio_record(device, ts0, i, samples, rate)))
-    if "imu" in seconds:
-        rate, batch = 100, 50  # 0.5 s batches
-        for b in range(seconds["imu"] * rate // batch):
-            ts = [t0 + (b * batch + j) * 10 * MS for j in range(batch)]
-            vals = rng.standard_normal((batch, 6)).astype(np.float32)
-            out.append((ts[0], "imu", imu_record(device, ts, b * batch, vals)))
-    frames = {
-        "vision": (lambda: rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), "jpeg"),
-        "depth": (lambda: rng.integers(500, 4000, (32, 40), dtype=np.uint16), "u16_mm"),
-        "thermal": (lambda: rng.integers(0, 2**14, (24, 32), dtype=np.uint16), "u16"),
-    }
-    for modality, (make, encoding) in frames.items():
-        if modality in seconds:
-            for i in range(seconds[modality] * 4):  # 4 fps
-                ts0 = t0 + i * 250 * MS
-                rec = frame_record(modality, device, ts0, i, make(), encoding)
-                out.append((ts0, modality, rec))
-    return out
+    return aligned_origin_ns()
 
 
 def make_config(bootstrap: str, make_topic, modalities=MODALITIES, **overrides) -> StreamConfig:  # noqa: ANN001

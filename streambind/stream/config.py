@@ -60,6 +60,7 @@ class StreamConfig:
     commit_interval_s: float = 1.0
     lag_interval_s: float = 2.0
     session_timeout_ms: int = 10_000
+    max_commit_metadata_bytes: int = 4000
     auto_offset_reset: str = "earliest"
     client_id: str = "streambind"
     security_protocol: str = "PLAINTEXT"

@@ -23,9 +23,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from streambind import metrics
@@ -55,6 +55,85 @@ class RunnerStats:
     commits: int = 0
 
 
+class IdleClock:
+    """Processing time for idle timeouts that stands still while frozen.
+
+    The runner freezes it while it is behind (replaying a backlog) or paused for
+    backpressure, so a device is never declared idle only because its records are still
+    waiting in Kafka; windows then close by the watermark, as they would have live.
+    """
+
+    def __init__(self, base: Callable[[], float]) -> None:
+        self._base = base
+        self._offset_s = 0.0
+        self._frozen_at_s: float | None = None
+
+    def __call__(self) -> float:
+        now_s = self._base() if self._frozen_at_s is None else self._frozen_at_s
+        return now_s - self._offset_s
+
+    def freeze(self) -> None:
+        """Stop the clock (idempotent)."""
+        if self._frozen_at_s is None:
+            self._frozen_at_s = self._base()
+
+    def thaw(self) -> None:
+        """Restart the clock where it stopped (idempotent)."""
+        if self._frozen_at_s is not None:
+            self._offset_s += self._base() - self._frozen_at_s
+            self._frozen_at_s = None
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Per assigned partition: windower, offset tracker, and restart bookkeeping."""
+
+    tp: TopicPartition
+    windower: Windower
+    tracker: OffsetTracker
+    devices: set[str] = field(default_factory=set)
+    released_end: dict[str, int] = field(default_factory=dict)  # device -> max released end
+    floors: dict[str, int] = field(default_factory=dict)  # device -> emitted through (restart)
+
+    def device_floors(self, unreleased: list[WindowKey], wm: int | None) -> dict[str, int]:
+        """Per device, the end through which every window was emitted or dropped.
+
+        Stored with the commit so that a restarted consumer does not emit partial copies of
+        windows that the replay from the committed offset only partly rebuilds.
+        """
+        lowest_open: dict[str, int] = {}
+        for key in unreleased:
+            if key.end_ns <= self.floors.get(key.device_id, -1):
+                continue  # rebuilt by a replay and dropped when it closes
+            lowest_open[key.device_id] = min(lowest_open.get(key.device_id, key.end_ns),
+                                             key.end_ns)
+        floors = {}
+        for device in sorted(self.devices | set(self.floors)):
+            released = max(self.released_end.get(device, -1), self.floors.get(device, -1))
+            if released < 0:
+                continue
+            floor_ns = min(released, lowest_open.get(device, released + 1) - 1)
+            if wm is None or floor_ns > wm:
+                floors[device] = floor_ns
+        return floors
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, runner: StreamRunner, consumer: KafkaConsumer) -> None:
+        self.runner = runner
+        self.consumer = consumer
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        try:
+            self.runner._commit(self.consumer)
+        except Exception as exc:  # noqa: BLE001 - the replay covers an uncommitted tail
+            logger.warning("commit before revocation failed: %s", exc)
+        self.runner.forget(list(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        logger.info("assigned %s", sorted(str(tp) for tp in assigned))
+
+
 class StreamRunner:
     """The streaming core around one consumer group member. See the module docstring."""
 
@@ -73,6 +152,7 @@ class StreamRunner:
         self.sink = sink if sink is not None else EmbeddingSink(config)
         self.model = model or config.model
         self.clock = clock
+        self._idle_clock = IdleClock(clock)
         self.drain_timeout_s = drain_timeout_s
         self.stats = RunnerStats()
         self.stop_event = threading.Event()
@@ -84,8 +164,8 @@ class StreamRunner:
             max_future_ns=round(config.max_future_s * NS_PER_S),
             frame_interval_ns=config.frame_interval_ms * 1_000_000,
         )
-        self._windowers: dict[TopicPartition, Windower] = {}
-        self._trackers: dict[str, OffsetTracker] = {}
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._last_offset: dict[TopicPartition, int] = {}
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
         self._buffered = 0
         self._committed: dict[TopicPartition, tuple[int, str]] = {}
@@ -126,7 +206,7 @@ class StreamRunner:
                              cfg.max_batch_windows, self._on_output)
         worker.start()
         try:
-            consumer.subscribe(sorted(self._modality_of))
+            consumer.subscribe(sorted(self._modality_of), listener=_Listener(self, consumer))
             logger.info("consuming %s as group %s", sorted(self._modality_of), cfg.group_id)
             while not self.stop_event.is_set():
                 self._step(consumer, producer, worker)
@@ -145,13 +225,17 @@ class StreamRunner:
             raise StreambindError(f"embed worker failed: {worker.error}") from worker.error
         self._backpressure(consumer)
         batches = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+        if self._paused or self._behind(consumer, batches):
+            self._idle_clock.freeze()
+        else:
+            self._idle_clock.thaw()
         if consumer.assignment():
             self.ready.set()
         for tp, messages in batches.items():
             for msg in messages:
                 self._handle(consumer, producer, worker, tp, msg)
-        for tp, windower in list(self._windowers.items()):
-            self._dispatch(worker, tp, windower.poll())
+        for part in list(self._parts.values()):
+            self._dispatch(worker, part, part.windower.poll())
         now_s = time.monotonic()
         if now_s >= self._next_commit_s:
             self._commit(consumer)
@@ -160,35 +244,58 @@ class StreamRunner:
             self._export_lag(consumer)
             self._next_lag_s = now_s + self.config.lag_interval_s
 
-    def _windower(self, consumer: KafkaConsumer, tp: TopicPartition) -> Windower:
-        windower = self._windowers.get(tp)
-        if windower is None:
-            wm = None
+    def _behind(self, consumer: KafkaConsumer, batches: dict) -> bool:
+        """True while replaying a backlog: then device idleness means nothing."""
+        for tp, messages in batches.items():
+            if messages:
+                self._last_offset[tp] = messages[-1].offset
+        if sum(len(m) for m in batches.values()) >= self.config.max_poll_records:
+            return True
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and highwater > self._last_offset.get(tp, -1) + 1:
+                return True
+        return False
+
+    def _part(self, consumer: KafkaConsumer, tp: TopicPartition) -> _Partition:
+        part = self._parts.get(tp)
+        if part is None:
+            wm, floors = None, {}
             committed = consumer.committed(tp, metadata=True)
             if committed is not None and committed.metadata:
                 try:
-                    wm = json.loads(committed.metadata).get("wm")
-                except ValueError:
+                    meta = json.loads(committed.metadata)
+                    wm = meta.get("wm")
+                    floors = {str(d): int(f) for d, f in meta.get("dev", {}).items()}
+                except (ValueError, AttributeError, TypeError):
                     logger.warning("ignoring unreadable commit metadata on %s", tp)
             spec = self.config.window_spec(self._modality_of[tp.topic])
-            windower = Windower(spec, self.clock, partition=tp.partition,
+            windower = Windower(spec, self._idle_clock, partition=tp.partition,
                                 initial_watermark_ns=None if wm is None else int(wm))
-            self._windowers[tp] = windower
-            self._trackers.setdefault(tp.topic, OffsetTracker())
-        return windower
+            part = self._parts[tp] = _Partition(tp, windower, OffsetTracker(), floors=floors)
+        return part
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop the state of revoked partitions; their records are replayed elsewhere."""
+        for tp in partitions:
+            if self._parts.pop(tp, None) is not None:
+                logger.info("partition %s revoked", tp)
+            self._committed.pop(tp, None)
+            self._last_offset.pop(tp, None)
 
     def _handle(self, consumer, producer, worker, tp: TopicPartition, msg) -> None:  # type: ignore[no-untyped-def]
         modality = self._modality_of[tp.topic]
-        windower = self._windower(consumer, tp)
-        tracker = self._trackers[tp.topic]
+        part = self._part(consumer, tp)
+        tracker, windower = part.tracker, part.windower
         try:
             chunks = decode_record(modality, msg.key, msg.value, msg.headers,
                                    partition=tp.partition, offset=msg.offset,
                                    now_ns=time.time_ns(), options=self._options)
         except RecordError as err:
-            self._dead_letter(producer, tracker, tp, msg, modality, err)
+            self._dead_letter(producer, part, msg, modality, err)
             return
         holds: set[WindowKey] = set()
+        part.devices.add(chunks[0].device_id)
         for chunk in chunks:
             holds.update(windower.add(chunk).keys)
         tracker.consumed(tp.partition, msg.offset, holds)
@@ -199,54 +306,66 @@ class StreamRunner:
             self.stats.records_late += 1
         metrics.RECORDS.labels(modality, outcome).inc()
 
-    def _dead_letter(self, producer, tracker, tp, msg, modality: str, err: RecordError) -> None:
+    def _dead_letter(self, producer, part, msg, modality: str, err: RecordError) -> None:
+        tp = part.tp
         logger.debug("dead-letter %s[%d]@%d: %s", tp.topic, tp.partition, msg.offset, err)
-        token = tracker.hold(tp.partition, msg.offset, "dlq")
+        token = part.tracker.hold(tp.partition, msg.offset, "dlq")
         future = producer.send(
             self.config.dlq_topic, key=msg.key, value=msg.value,
             headers=dlq_headers(msg.headers, err, tp.topic, tp.partition, msg.offset))
-        future.add_callback(lambda _md: self._acks.put((tp.topic, token, False)))
-        future.add_errback(lambda exc: self._acks.put((tp.topic, exc, False)))
+        future.add_callback(lambda _md: self._acks.put((part, token, False)))
+        future.add_errback(lambda exc: self._acks.put((part, exc, False)))
         self.stats.records_dlq += 1
         metrics.RECORDS.labels(modality, "dlq").inc()
         metrics.DLQ.labels(modality, err.reason).inc()
 
     def _dispatch(
-        self, worker: EmbedWorker, tp: TopicPartition, closed: list[ClosedWindow]
+        self, worker: EmbedWorker, part: _Partition, closed: list[ClosedWindow]
     ) -> None:
-        tracker = self._trackers[tp.topic]
         for window in closed:
+            floor_ns = part.floors.get(window.device_id)
+            if floor_ns is not None and window.end_ns <= floor_ns:
+                # Emitted before a restart; the replay rebuilt it (perhaps partially).
+                self._release(part, window.key)
+                continue
             if window.outcome != "ok":
                 metrics.WINDOWS.labels(window.modality, "low_coverage").inc()
                 self.stats.windows_dropped += 1
-                tracker.released(window.key)
+                self._release(part, window.key)
                 continue
             if window.gap_filled:
                 metrics.WINDOWS.labels(window.modality, "gap_filled").inc()
             self._buffered += 1
             self.stats.windows_queued += 1
             self.stats.max_buffered = max(self.stats.max_buffered, self._buffered)
-            worker.put(tp.topic, window)
+            worker.put(part, window)
         metrics.BUFFERED_WINDOWS.set(self._buffered)
 
-    def _on_output(self, topic: str, key: WindowKey | BaseException, counted: bool) -> None:
+    def _on_output(self, part: object, key: WindowKey | BaseException, counted: bool) -> None:
         """Called from any thread when a window's outputs are acknowledged (or failed)."""
-        self._acks.put((topic, key, counted))
+        self._acks.put((part, key, counted))
 
     def _drain_acks(self) -> None:
         while True:
             try:
-                topic, hold, counted = self._acks.get_nowait()
+                part, hold, counted = self._acks.get_nowait()
             except queue.Empty:
                 break
             if isinstance(hold, BaseException):
                 raise StreambindError(f"publishing failed: {hold}") from hold
             if counted:
                 self._buffered -= 1
-            tracker = self._trackers.get(topic)
-            if tracker is not None:
-                tracker.released(hold)
+            if self._parts.get(part.tp) is part:  # else: revoked since, state is gone
+                self._release(part, hold)
         metrics.BUFFERED_WINDOWS.set(self._buffered)
+
+    @staticmethod
+    def _release(part: _Partition, hold: object) -> None:
+        part.tracker.released(hold)
+        if isinstance(hold, WindowKey):
+            last = part.released_end.get(hold.device_id)
+            if last is None or hold.end_ns > last:
+                part.released_end[hold.device_id] = hold.end_ns
 
     # -- backpressure, commits, lag ----------------------------------------------------
 
@@ -267,19 +386,16 @@ class StreamRunner:
 
     def _commit(self, consumer: KafkaConsumer) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        assigned = consumer.assignment()
-        for tp, windower in list(self._windowers.items()):
-            if tp not in assigned:
-                self._windowers.pop(tp, None)
-                self._trackers[tp.topic].forget_partition(tp.partition)
-                continue
-            tracker = self._trackers[tp.topic]
-            offset = tracker.committable().get(tp.partition)
+        for tp, part in list(self._parts.items()):
+            offset = part.tracker.committable().get(tp.partition)
             if offset is None:
                 continue
-            keys = [h for h in tracker.unreleased(tp.partition) if isinstance(h, WindowKey)]
-            wm = restart_watermark_ns(windower.watermark_ns, keys)
-            meta = json.dumps({"wm": wm})
+            keys = [h for h in part.tracker.unreleased(tp.partition) if isinstance(h, WindowKey)]
+            wm = restart_watermark_ns(part.windower.watermark_ns, keys)
+            meta = json.dumps({"wm": wm, "dev": part.device_floors(keys, wm)},
+                              separators=(",", ":"))
+            if len(meta) > self.config.max_commit_metadata_bytes:
+                meta = json.dumps({"wm": wm})  # too many devices: at-least-once still holds
             if self._committed.get(tp) != (offset, meta):
                 offsets[tp] = OffsetAndMetadata(offset, meta, -1)
         if not offsets:
@@ -293,13 +409,23 @@ class StreamRunner:
         assigned = list(consumer.assignment())
         if not assigned:
             return
-        ends = consumer.end_offsets(assigned)
+        ends: dict[TopicPartition, int] = {}
+        missing = [tp for tp in assigned if consumer.highwater(tp) is None]
+        if missing:  # no fetch response yet: ask the broker
+            ends = consumer.end_offsets(missing)
         for tp in assigned:
-            try:
-                position = consumer.position(tp)
-            except Exception:  # noqa: BLE001 - no position yet; try next time
+            end = consumer.highwater(tp)
+            end = ends.get(tp) if end is None else end
+            if end is None:
                 continue
-            lag = max(0, ends.get(tp, position) - position)
+            if tp in self._last_offset:
+                position = self._last_offset[tp] + 1
+            else:
+                try:
+                    position = consumer.position(tp, timeout_ms=1000)
+                except Exception:  # noqa: BLE001 - no position yet; try next time
+                    continue
+            lag = max(0, end - position)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _drain(self, consumer: KafkaConsumer, worker: EmbedWorker) -> None:

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from streambind import metrics
@@ -22,7 +22,7 @@ from streambind.stream.windows import NS_PER_S, ClosedWindow, WindowKey
 
 logger = logging.getLogger(__name__)
 
-OutputCallback = Callable[[str, "WindowKey | BaseException", bool], None]
+OutputCallback = Callable[[Hashable, "WindowKey | BaseException", bool], None]
 
 
 def assemble_window(window: ClosedWindow) -> RawInput:
@@ -52,7 +52,7 @@ class EmbedWorker:
         self.max_batch_windows = max_batch_windows
         self.on_output = on_output
         self.error: BaseException | None = None
-        self._queue: deque[tuple[str, ClosedWindow]] = deque()
+        self._queue: deque[tuple[Hashable, ClosedWindow]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="streambind-embed", daemon=True)
@@ -68,21 +68,21 @@ class EmbedWorker:
             self._cond.notify_all()
         self._thread.join(timeout_s)
 
-    def put(self, topic: str, window: ClosedWindow) -> None:
-        """Queue a closed window of ``topic``."""
+    def put(self, topic: Hashable, window: ClosedWindow) -> None:
+        """Queue a closed window; ``topic`` is an opaque tag handed back to ``on_output``."""
         with self._cond:
             self._queue.append((topic, window))
             self._cond.notify()
 
-    def _take(self) -> list[tuple[str, ClosedWindow]] | None:
+    def _take(self) -> list[tuple[Hashable, ClosedWindow]] | None:
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait(0.5)
             if self._stopping:
                 return None
             modality = self._queue[0][1].modality
-            batch: list[tuple[str, ClosedWindow]] = []
-            rest: deque[tuple[str, ClosedWindow]] = deque()
+            batch: list[tuple[Hashable, ClosedWindow]] = []
+            rest: deque[tuple[Hashable, ClosedWindow]] = deque()
             while self._queue and len(batch) < self.max_batch_windows:
                 item = self._queue.popleft()
                 (batch if item[1].modality == modality else rest).append(item)
@@ -102,14 +102,14 @@ class EmbedWorker:
                 self.error = exc
                 return
 
-    def _fail(self, topic: str, window: ClosedWindow, exc: Exception) -> None:
+    def _fail(self, topic: Hashable, window: ClosedWindow, exc: Exception) -> None:
         logger.warning("window %s failed: %s", window.key, exc)
         metrics.WINDOWS.labels(window.modality, "failed").inc()
         self.on_output(topic, window.key, True)
 
-    def _process(self, batch: list[tuple[str, ClosedWindow]]) -> None:
+    def _process(self, batch: list[tuple[Hashable, ClosedWindow]]) -> None:
         modality = batch[0][1].modality
-        good: list[tuple[str, ClosedWindow]] = []
+        good: list[tuple[Hashable, ClosedWindow]] = []
         raws: list[RawInput] = []
         for topic, window in batch:
             try:
@@ -145,7 +145,7 @@ class EmbedWorker:
             future.add_callback(self._done, topic, window)
             future.add_errback(self._failed, topic)
 
-    def _done(self, topic: str, window: ClosedWindow, _value: object) -> None:
+    def _done(self, topic: Hashable, window: ClosedWindow, _value: object) -> None:
         metrics.WINDOWS.labels(window.modality, "emitted").inc()
         metrics.EVENTS.labels(window.modality).inc()
         latency_s = (time.time_ns() - window.end_ns) / NS_PER_S
@@ -153,5 +153,5 @@ class EmbedWorker:
             metrics.LATENCY_SECONDS.labels(window.modality).observe(latency_s)
         self.on_output(topic, window.key, True)
 
-    def _failed(self, topic: str, exc: BaseException) -> None:
+    def _failed(self, topic: Hashable, exc: BaseException) -> None:
         self.on_output(topic, exc, True)
