@@ -53,6 +53,7 @@ class RunnerStats:
     max_buffered: int = 0
     pauses: int = 0
     commits: int = 0
+    first_poll_s: float | None = None  # perf_counter() before the poll with the first records
 
 
 class IdleClock:
@@ -224,7 +225,10 @@ class StreamRunner:
         if worker.error is not None:
             raise StreambindError(f"embed worker failed: {worker.error}") from worker.error
         self._backpressure(consumer)
+        polled_s = time.perf_counter()
         batches = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+        if batches and self.stats.first_poll_s is None:
+            self.stats.first_poll_s = polled_s
         if self._paused or self._behind(consumer, batches):
             self._idle_clock.freeze()
         else:
