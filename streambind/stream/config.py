@@ -31,8 +31,10 @@ class StreamConfig:
     """Everything the consumer loop needs. Durations carry their unit in the name.
 
     ``topics`` maps a modality to its topic (default ``sensors.<modality>``); only the
-    modalities listed in ``modalities`` are consumed. ``hop_ms`` overrides the hop per
-    modality (default: half the window); ``window_overrides`` passes any other
+    modalities listed in ``modalities`` are consumed. ``state_topic`` keeps restart state
+    for brokers that drop commit metadata (None: rely on commit metadata alone).
+    ``hop_ms`` overrides the hop per modality (default: half the window);
+    ``window_overrides`` passes any other
     :class:`~streambind.stream.windows.WindowSpec` field per modality. Security settings are
     passed to kafka-python unchanged and never logged (``repr`` hides the password).
     """
@@ -44,6 +46,7 @@ class StreamConfig:
     events_topic: str = "streambind.events"
     embeddings_topic: str = "streambind.embeddings"
     dlq_topic: str = "streambind.dlq"
+    state_topic: str | None = "streambind.state"
     publish_embeddings: bool = True
     model: str = "imagebind_huge"
     hop_ms: Mapping[str, int] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from streambind.stream.config import StreamConfig
 from streambind.stream.embed import Embedder
 from streambind.stream.offsets import OffsetTracker
 from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record, dlq_headers
+from streambind.stream.restart import load_side_topic, parse_state, state_key
 from streambind.stream.sinks import EmbeddingSink, WindowSink
 from streambind.stream.windows import ClosedWindow, Windower, WindowKey, restart_watermark_ns
 from streambind.stream.worker import EmbedWorker
@@ -132,6 +133,7 @@ class _Listener(ConsumerRebalanceListener):
         self.runner.forget(list(revoked))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.runner._side_state = None  # re-read: another member may have written it
         logger.info("assigned %s", sorted(str(tp) for tp in assigned))
 
 
@@ -166,6 +168,8 @@ class StreamRunner:
             frame_interval_ns=config.frame_interval_ms * 1_000_000,
         )
         self._parts: dict[TopicPartition, _Partition] = {}
+        self._side_state: dict[bytes, dict] | None = None
+        self._producer: KafkaProducer | None = None
         self._last_offset: dict[TopicPartition, int] = {}
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
         self._buffered = 0
@@ -202,7 +206,7 @@ class StreamRunner:
         """Run the loop in the calling thread until ``stop_event`` is set; returns the stats."""
         cfg = self.config
         consumer = KafkaConsumer(**cfg.consumer_kwargs())
-        producer = KafkaProducer(**cfg.producer_kwargs())
+        producer = self._producer = KafkaProducer(**cfg.producer_kwargs())
         worker = EmbedWorker(self.embedder, self.sink, producer, self.model,
                              cfg.max_batch_windows, self._on_output)
         worker.start()
@@ -265,19 +269,31 @@ class StreamRunner:
         part = self._parts.get(tp)
         if part is None:
             wm, floors = None, {}
-            committed = consumer.committed(tp, metadata=True)
-            if committed is not None and committed.metadata:
-                try:
-                    meta = json.loads(committed.metadata)
-                    wm = meta.get("wm")
-                    floors = {str(d): int(f) for d, f in meta.get("dev", {}).items()}
-                except (ValueError, AttributeError, TypeError):
-                    logger.warning("ignoring unreadable commit metadata on %s", tp)
+            doc = self._restart_doc(consumer, tp)
+            try:
+                wm = doc.get("wm")
+                floors = {str(d): int(f) for d, f in doc.get("dev", {}).items()}
+            except (ValueError, AttributeError, TypeError):
+                logger.warning("ignoring unreadable restart state of %s", tp)
             spec = self.config.window_spec(self._modality_of[tp.topic])
             windower = Windower(spec, self._idle_clock, partition=tp.partition,
                                 initial_watermark_ns=None if wm is None else int(wm))
             part = self._parts[tp] = _Partition(tp, windower, OffsetTracker(), floors=floors)
         return part
+
+    def _restart_doc(self, consumer: KafkaConsumer, tp: TopicPartition) -> dict:
+        """The restart state stored with the committed offset (metadata or side topic)."""
+        committed = consumer.committed(tp, metadata=True)
+        doc = parse_state(committed.metadata if committed is not None else None)
+        if doc or not self.config.state_topic:
+            return doc
+        if self._side_state is None:
+            self._side_state = load_side_topic(self.config.consumer_kwargs(),
+                                               self.config.state_topic, self.config.group_id)
+        doc = self._side_state.get(state_key(self.config.group_id, tp), {})
+        if committed is not None and int(doc.get("offset", -1)) < committed.offset:
+            return {}  # older than the commit: not the state that went with it
+        return doc
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop the state of revoked partitions; their records are replayed elsewhere."""
@@ -327,6 +343,9 @@ class StreamRunner:
         self, worker: EmbedWorker, part: _Partition, closed: list[ClosedWindow]
     ) -> None:
         for window in closed:
+            logger.debug("closed %s by %s: %d chunks, coverage %.3f, first offset %d",
+                         window.key, window.closed_by, len(window.chunks), window.coverage,
+                         window.first_offset if window.chunks else -1)
             floor_ns = part.floors.get(window.device_id)
             if floor_ns is not None and window.end_ns <= floor_ns:
                 # Emitted before a restart; the replay rebuilt it (perhaps partially).
@@ -404,7 +423,19 @@ class StreamRunner:
                 offsets[tp] = OffsetAndMetadata(offset, meta, -1)
         if not offsets:
             return
+        if self.config.state_topic and self._producer is not None:
+            # The state first: a crash between the two leaves it ahead of the offset (safe).
+            futures = [
+                self._producer.send(
+                    self.config.state_topic, key=state_key(self.config.group_id, tp),
+                    value=json.dumps({"offset": om.offset, **json.loads(om.metadata)}).encode())
+                for tp, om in offsets.items()
+            ]
+            for future in futures:
+                future.get(timeout=30)
         consumer.commit(offsets)
+        logger.debug("committed %s", {str(tp): (om.offset, om.metadata)
+                                      for tp, om in offsets.items()})
         self.stats.commits += 1
         for tp, om in offsets.items():
             self._committed[tp] = (om.offset, om.metadata)
