@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -33,6 +33,7 @@ from streambind.errors import RecordError, StreambindError
 from streambind.stream.config import StreamConfig
 from streambind.stream.embed import Embedder
 from streambind.stream.offsets import OffsetTracker
+from streambind.stream.partition import IdleClock, PartitionState
 from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record, dlq_headers
 from streambind.stream.restart import load_side_topic, parse_state, state_key
 from streambind.stream.sinks import EmbeddingSink, WindowSink
@@ -55,69 +56,6 @@ class RunnerStats:
     pauses: int = 0
     commits: int = 0
     first_poll_s: float | None = None  # perf_counter() before the poll with the first records
-
-
-class IdleClock:
-    """Processing time for idle timeouts that stands still while frozen.
-
-    The runner freezes it while it is behind (replaying a backlog) or paused for
-    backpressure, so a device is never declared idle only because its records are still
-    waiting in Kafka; windows then close by the watermark, as they would have live.
-    """
-
-    def __init__(self, base: Callable[[], float]) -> None:
-        self._base = base
-        self._offset_s = 0.0
-        self._frozen_at_s: float | None = None
-
-    def __call__(self) -> float:
-        now_s = self._base() if self._frozen_at_s is None else self._frozen_at_s
-        return now_s - self._offset_s
-
-    def freeze(self) -> None:
-        """Stop the clock (idempotent)."""
-        if self._frozen_at_s is None:
-            self._frozen_at_s = self._base()
-
-    def thaw(self) -> None:
-        """Restart the clock where it stopped (idempotent)."""
-        if self._frozen_at_s is not None:
-            self._offset_s += self._base() - self._frozen_at_s
-            self._frozen_at_s = None
-
-
-@dataclass(slots=True)
-class _Partition:
-    """Per assigned partition: windower, offset tracker, and restart bookkeeping."""
-
-    tp: TopicPartition
-    windower: Windower
-    tracker: OffsetTracker
-    devices: set[str] = field(default_factory=set)
-    released_end: dict[str, int] = field(default_factory=dict)  # device -> max released end
-    floors: dict[str, int] = field(default_factory=dict)  # device -> emitted through (restart)
-
-    def device_floors(self, unreleased: list[WindowKey], wm: int | None) -> dict[str, int]:
-        """Per device, the end through which every window was emitted or dropped.
-
-        Stored with the commit so that a restarted consumer does not emit partial copies of
-        windows that the replay from the committed offset only partly rebuilds.
-        """
-        lowest_open: dict[str, int] = {}
-        for key in unreleased:
-            if key.end_ns <= self.floors.get(key.device_id, -1):
-                continue  # rebuilt by a replay and dropped when it closes
-            lowest_open[key.device_id] = min(lowest_open.get(key.device_id, key.end_ns),
-                                             key.end_ns)
-        floors = {}
-        for device in sorted(self.devices | set(self.floors)):
-            released = max(self.released_end.get(device, -1), self.floors.get(device, -1))
-            if released < 0:
-                continue
-            floor_ns = min(released, lowest_open.get(device, released + 1) - 1)
-            if wm is None or floor_ns > wm:
-                floors[device] = floor_ns
-        return floors
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -167,7 +105,7 @@ class StreamRunner:
             max_future_ns=round(config.max_future_s * NS_PER_S),
             frame_interval_ns=config.frame_interval_ms * 1_000_000,
         )
-        self._parts: dict[TopicPartition, _Partition] = {}
+        self._parts: dict[TopicPartition, PartitionState] = {}
         self._side_state: dict[bytes, dict] | None = None
         self._producer: KafkaProducer | None = None
         self._last_offset: dict[TopicPartition, int] = {}
@@ -265,7 +203,7 @@ class StreamRunner:
                 return True
         return False
 
-    def _part(self, consumer: KafkaConsumer, tp: TopicPartition) -> _Partition:
+    def _part(self, consumer: KafkaConsumer, tp: TopicPartition) -> PartitionState:
         part = self._parts.get(tp)
         if part is None:
             wm, floors = None, {}
@@ -278,7 +216,7 @@ class StreamRunner:
             spec = self.config.window_spec(self._modality_of[tp.topic])
             windower = Windower(spec, self._idle_clock, partition=tp.partition,
                                 initial_watermark_ns=None if wm is None else int(wm))
-            part = self._parts[tp] = _Partition(tp, windower, OffsetTracker(), floors=floors)
+            part = self._parts[tp] = PartitionState(tp, windower, OffsetTracker(), floors=floors)
         return part
 
     def _restart_doc(self, consumer: KafkaConsumer, tp: TopicPartition) -> dict:
@@ -340,7 +278,7 @@ class StreamRunner:
         metrics.DLQ.labels(modality, err.reason).inc()
 
     def _dispatch(
-        self, worker: EmbedWorker, part: _Partition, closed: list[ClosedWindow]
+        self, worker: EmbedWorker, part: PartitionState, closed: list[ClosedWindow]
     ) -> None:
         for window in closed:
             logger.debug("closed %s by %s: %d chunks, coverage %.3f, first offset %d",
@@ -383,7 +321,7 @@ class StreamRunner:
         metrics.BUFFERED_WINDOWS.set(self._buffered)
 
     @staticmethod
-    def _release(part: _Partition, hold: object) -> None:
+    def _release(part: PartitionState, hold: object) -> None:
         part.tracker.released(hold)
         if isinstance(hold, WindowKey):
             last = part.released_end.get(hold.device_id)
