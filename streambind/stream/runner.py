@@ -5,7 +5,8 @@ the dead-letter topic), feeds the per-partition :class:`Windower` and queues clo
 windows. A worker thread assembles, featurizes and embeds batches of one modality and
 hands them to the :class:`WindowSink`. The sink's futures report acknowledgement back to
 the consumer thread, which releases the windows in the :class:`OffsetTracker` and commits
-(with the restart watermark as commit metadata) only what is covered.
+only what is covered, with the restart state (watermark, per-device emitted-through marks;
+see :mod:`streambind.stream.restart`) so a replay rebuilds exactly the open windows.
 
 Backpressure: closed windows not yet acknowledged are counted; at ``max_buffered_windows``
 the consumer pauses its partitions (it keeps polling, so it stays in the group) and resumes
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from streambind import metrics
@@ -108,6 +110,7 @@ class StreamRunner:
         self._parts: dict[TopicPartition, PartitionState] = {}
         self._side_state: dict[bytes, dict] | None = None
         self._producer: KafkaProducer | None = None
+        self._metadata_ok: bool | None = None
         self._last_offset: dict[TopicPartition, int] = {}
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
         self._buffered = 0
@@ -361,22 +364,38 @@ class StreamRunner:
                 offsets[tp] = OffsetAndMetadata(offset, meta, -1)
         if not offsets:
             return
-        if self.config.state_topic and self._producer is not None:
-            # The state first: a crash between the two leaves it ahead of the offset (safe).
-            futures = [
-                self._producer.send(
-                    self.config.state_topic, key=state_key(self.config.group_id, tp),
-                    value=json.dumps({"offset": om.offset, **json.loads(om.metadata)}).encode())
-                for tp, om in offsets.items()
-            ]
-            for future in futures:
-                future.get(timeout=30)
+        if self.config.state_topic and self._producer is not None and not self._metadata_ok:
+            self._write_side_state(offsets)
         consumer.commit(offsets)
+        if self._metadata_ok is None:  # does the broker keep commit metadata?
+            tp, om = next(iter(offsets.items()))
+            got = consumer.committed(tp, metadata=True)
+            self._metadata_ok = bool(got is not None and got.metadata == om.metadata)
+            logger.info("broker %s commit metadata%s", "keeps" if self._metadata_ok else "drops",
+                        "" if self._metadata_ok else f"; restart state goes to "
+                        f"{self.config.state_topic}")
         logger.debug("committed %s", {str(tp): (om.offset, om.metadata)
                                       for tp, om in offsets.items()})
         self.stats.commits += 1
         for tp, om in offsets.items():
             self._committed[tp] = (om.offset, om.metadata)
+
+    def _write_side_state(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Write the restart state first: a crash before the commit leaves it ahead (safe)."""
+        producer = self._producer
+        if producer is None:
+            return
+        futures = [
+            producer.send(
+                self.config.state_topic, key=state_key(self.config.group_id, tp),
+                value=json.dumps({"offset": om.offset, **json.loads(om.metadata)}).encode())
+            for tp, om in offsets.items()
+        ]
+        try:
+            for future in futures:
+                future.get(timeout=30)
+        except KafkaError as exc:
+            logger.warning("cannot write restart state to %s: %s", self.config.state_topic, exc)
 
     def _export_lag(self, consumer: KafkaConsumer) -> None:
         assigned = list(consumer.assignment())
