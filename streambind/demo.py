@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         simulator_log = stack.enter_context(open(workdir / "simulator.log", "w"))
         simulator = subprocess.Popen(
             [sys.executable, "-m", "streambind", "simulate", "--bootstrap", broker.bootstrap,
-             "--devices", str(args.devices), "--duration", str(args.duration or 24 * 3600)],
+             "--devices", str(args.devices), "--duration", str(args.duration or 24 * 3600),
+             "--realtime", "--malformed-share", "0.01"],
             stdout=subprocess.DEVNULL,
             stderr=simulator_log,
         )
