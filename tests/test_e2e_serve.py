@@ -213,3 +213,26 @@ def test_killing_an_embedder_replica_loses_no_window(bootstrap, pipeline):
     starts = sorted(e["window_start_ns"] - t0 for e in events)
     assert starts == [k * S for k in range(5)] + [(30 + k) * S for k in range(5)]
     assert len({e["event_id"] for e in events}) == 10
+
+
+def test_realistic_simulator_through_the_pipeline(bootstrap, pipeline):
+    from streambind.sim.simulator import simulate
+
+    deploy, topics = pipeline
+    deploy("simulated")
+    stats = simulate(bootstrap, devices=2, duration_s=8, malformed_share=0.02, seed=7,
+                     start_ns=aligned_origin_ns(), topics={m: topics[m] for m in MODALITIES})
+    assert stats.malformed > 0 and stats.dropped >= 0
+    dlq = read_topic(bootstrap, topics["dlq"], until=lambda r: len(r) >= stats.malformed)
+    assert len(dlq) == stats.malformed  # every malformed record, and only those
+    assert all(dict(r.headers)["error.reason"] for r in dlq)
+    events = read_events(bootstrap, topics["events"], expect_at_least=20)
+    schema = event_json_schema()
+    for event in events:
+        jsonschema.validate(event, schema)
+        size_s = 5 if event["modality"] == "imu" else 2
+        if event["modality"] != "fused":  # windows are epoch-aligned on the hop
+            assert event["window_start_ns"] % (size_s * S // 2) == 0
+            assert event["window_end_ns"] - event["window_start_ns"] == size_s * S
+    assert {e["modality"] for e in events} == {*MODALITIES, "fused"}
+    assert {e["device_id"] for e in events} == {"dev-000", "dev-001"}
