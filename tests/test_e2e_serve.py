@@ -223,8 +223,9 @@ def test_realistic_simulator_through_the_pipeline(bootstrap, pipeline):
     stats = simulate(bootstrap, devices=2, duration_s=8, malformed_share=0.02, seed=7,
                      start_ns=aligned_origin_ns(), topics={m: topics[m] for m in MODALITIES})
     assert stats.malformed > 0 and stats.dropped >= 0
-    dlq = read_topic(bootstrap, topics["dlq"], until=lambda r: len(r) >= stats.malformed)
-    assert len(dlq) == stats.malformed  # every malformed record, and only those
+    dlq = read_topic(bootstrap, topics["dlq"], until=lambda r: len(r) >= stats.malformed,
+                     timeout_s=90)
+    assert len(dlq) == stats.malformed, ingest_status()  # every malformed record, only those
     assert all(dict(r.headers)["error.reason"] for r in dlq)
     events = read_events(bootstrap, topics["events"], expect_at_least=20)
     schema = event_json_schema()
