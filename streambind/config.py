@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streambind.errors import ConfigError
+from streambind.stream.config import SECURITY_FIELDS
 
 if TYPE_CHECKING:
     from streambind.stream.config import StreamConfig
@@ -24,20 +25,7 @@ if TYPE_CHECKING:
 ENV_PREFIX = "STREAMBIND_"
 SECRET_KEYS = frozenset({"sasl_plain_password"})
 
-KAFKA_KEYS = frozenset(
-    {
-        "bootstrap_servers",
-        "group_id",
-        "client_id",
-        "security_protocol",
-        "sasl_mechanism",
-        "sasl_plain_username",
-        "sasl_plain_password",
-        "ssl_cafile",
-        "ssl_certfile",
-        "ssl_keyfile",
-    }
-)
+KAFKA_KEYS = frozenset({"bootstrap_servers", "group_id", "client_id", *SECURITY_FIELDS})
 
 
 @dataclass(frozen=True)

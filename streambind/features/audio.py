@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from functools import lru_cache
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from streambind.errors import FeatureError
+from streambind.features._pool import ForkSafePool
 
 from ._checks import (
     BAD_ENCODING,
@@ -194,23 +194,7 @@ def _resampled_length(n: int, rate: float) -> int:
     return -(-n * ratio.numerator // ratio.denominator)
 
 
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(AUDIO_THREADS, thread_name_prefix="streambind-audio")
-    return _POOL
-
-
-def _forget_pool() -> None:
-    # A forked child inherits the pool object but not its threads; let it build its own.
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+_POOL = ForkSafePool(AUDIO_THREADS, "streambind-audio")
 
 
 def resample_to_16k(batch: torch.Tensor, sample_rate: float) -> torch.Tensor:
@@ -312,7 +296,7 @@ def audio_windows(batch: object, sample_rate: float) -> torch.Tensor:
     if len(jobs) == 1:
         _featurize_chunk(*jobs[0])
     else:
-        list(_pool().map(lambda job: _featurize_chunk(*job), jobs))
+        list(_POOL.get().map(lambda job: _featurize_chunk(*job), jobs))
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from streambind.errors import FeatureError
+from streambind.features._pool import ForkSafePool
 
 from ._checks import BAD_SHAPE, TOO_SHORT, as_array
 
@@ -34,23 +34,7 @@ MAX_PIXELS = 4096 * 4096
 # Threads for the Pillow resizes of one batch; Pillow releases the GIL while resampling.
 RESIZE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(RESIZE_THREADS, thread_name_prefix="streambind-resize")
-    return _POOL
-
-
-def _forget_pool() -> None:
-    # A forked child inherits the pool object but not its threads; let it build its own.
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+_POOL = ForkSafePool(RESIZE_THREADS, "streambind-resize")
 
 
 def short_side_size(width: int, height: int, size: int = IMAGE_SIZE) -> tuple[int, int]:
@@ -197,7 +181,7 @@ def vision_windows(windows: Sequence[Sequence[object]]) -> torch.Tensor:
     slots = [out[b, :, t] for b in range(len(windows)) for t in range(2)]
     if len(frames) > 2:
         # Frames are independent: each worker resizes and normalizes its own into `out`.
-        list(_pool().map(_into, slots, frames))
+        list(_POOL.get().map(_into, slots, frames))
     else:
         for slot, frame in zip(slots, frames, strict=True):
             _into(slot, frame)

@@ -13,20 +13,10 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from streambind.stream.records import IMU_COLUMNS, encode_columns, schema_headers
+from streambind.stream.records import IMU_COLUMNS, REASONS, encode_columns, schema_headers
 
 NS_PER_S = 1_000_000_000
-MALFORMED_KINDS = (
-    "bad_schema",
-    "decode_error",
-    "too_large",
-    "bad_shape",
-    "bad_encoding",
-    "bad_rate",
-    "non_finite",
-    "future_timestamp",
-    "bad_key",
-)
+MALFORMED_KINDS = REASONS  # one malformed record per dead-letter reason
 
 
 class Record(NamedTuple):

@@ -11,7 +11,7 @@ from streambind.errors import ConfigError
 from streambind.stream.chunks import MODALITIES
 from streambind.stream.windows import NS_PER_S, WindowSpec
 
-_SECURITY_FIELDS = (
+SECURITY_FIELDS = (
     "security_protocol",
     "sasl_mechanism",
     "sasl_plain_username",
@@ -113,7 +113,7 @@ class StreamConfig:
 
     def security_kwargs(self) -> dict[str, Any]:
         """The security settings as kafka-python keyword arguments (unset ones left out)."""
-        return {k: getattr(self, k) for k in _SECURITY_FIELDS if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in SECURITY_FIELDS if getattr(self, k) is not None}
 
     def consumer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``KafkaConsumer``."""
