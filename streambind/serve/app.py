@@ -100,10 +100,12 @@ def build_ingest_app(args: Mapping[str, Any] | None = None) -> Application:
     return deployment.bind(config.to_dict(), embedder_app)
 
 
-def deploy(config: AppConfig, *, start_serve: bool = True) -> None:
-    """Deploy both applications on the Ray cluster this process is connected to."""
-    if start_serve:
-        serve.start(proxy_location="Disabled")
+def deploy(config: AppConfig) -> None:
+    """Deploy both applications on the Ray cluster this process is connected to.
+
+    Serve runs without its HTTP proxy: neither application serves HTTP routes.
+    """
+    serve.start(proxy_location="Disabled")
     serve.run(build_embedder_app({"config_dict": config.to_dict()}), name=EMBEDDER_APP,
               route_prefix=None)
     serve.run(build_ingest_app({"config_dict": config.to_dict()}), name=INGEST_APP,
