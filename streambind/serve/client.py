@@ -42,50 +42,37 @@ class ServeEmbedderClient:
 
     def embed(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
         """(B, D) unit embeddings of a batch; one Serve request, merged server-side."""
-        (embeddings,) = self._call_all("embed", [(modality, batch)])
-        return embeddings
+        return self._call("embed", modality, batch)
 
     def embed_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """(N, D) unit text embeddings (label prompts)."""
-        (embeddings,) = self._call_all("embed_text", [(list(prompts),)])
-        return embeddings
+        return self._call("embed_text", list(prompts))
 
     def info(self) -> dict[str, Any]:
         """The embedder's model name, towers and dimension."""
-        (info,) = self._call_all("info", [()])
-        return info
+        return self._call("info")
 
-    def _call_all(self, method: str, calls: list[tuple]) -> list[Any]:
-        results: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
+    def _call(self, method: str, *args: Any) -> Any:
         backoff_s = self._backoff_s
-        while pending:
-            responses = {i: getattr(self._handle, method).remote(*calls[i]) for i in pending}
-            failed = []
-            for i, response in responses.items():
-                try:
-                    results[i] = response.result(timeout_s=self._request_timeout_s)
-                except ServeError:
-                    raise  # the embedder refused the request itself: retrying can't help
-                except Exception as exc:  # replica death, timeout, restart: all transient
-                    failed.append(i)
-                    last_error = exc
-            if not failed:
-                return results
-            self.retries += len(failed)
-            logger.warning(
-                "%d %s request(s) failed (%s: %s); retrying in %.1f s",
-                len(failed),
-                method,
-                type(last_error).__name__,
-                str(last_error)[:200],
-                backoff_s,
-            )
+        while True:
+            try:
+                return getattr(self._handle, method).remote(*args).result(
+                    timeout_s=self._request_timeout_s
+                )
+            except ServeError:
+                raise  # the embedder refused the request itself: retrying can't help
+            except Exception as exc:  # replica death, timeout, restart: all transient
+                self.retries += 1
+                logger.warning(
+                    "%s request failed (%s: %s); retrying in %.1f s",
+                    method,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    backoff_s,
+                )
             if self._stop.wait(backoff_s):
                 raise ServeError(f"stopped while retrying {method}")
             backoff_s = min(backoff_s * 2, self._max_backoff_s)
-            pending = failed
-        return results
 
     def stop(self) -> None:
         """Abandon retries (the caller is shutting down)."""

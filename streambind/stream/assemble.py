@@ -53,8 +53,11 @@ class MixedSampleRateError(AssemblyError):
 
 
 @dataclass(frozen=True, slots=True)
-class AudioInput:
-    """Mono float32 samples covering exactly ``[start_ns, end_ns)`` at ``sample_rate_hz``."""
+class SampledInput:
+    """Samples on a regular grid covering exactly ``[start_ns, end_ns)`` at ``sample_rate_hz``.
+
+    ``filled_samples`` counts the grid slots that stand in for missing data.
+    """
 
     samples: np.ndarray
     sample_rate_hz: float
@@ -64,24 +67,18 @@ class AudioInput:
 
     @property
     def gap_filled(self) -> bool:
-        """True when some samples are zeros standing in for missing audio."""
+        """True when some samples stand in for missing data rather than measured ones."""
         return self.filled_samples > 0
 
 
 @dataclass(frozen=True, slots=True)
-class ImuInput:
-    """An ``(N, 6)`` float32 grid covering ``[start_ns, end_ns)`` at ``sample_rate_hz``."""
+class AudioInput(SampledInput):
+    """Mono float32 samples; gaps are zeros."""
 
-    samples: np.ndarray
-    sample_rate_hz: float
-    start_ns: int
-    end_ns: int
-    filled_samples: int
 
-    @property
-    def gap_filled(self) -> bool:
-        """True when some rows were interpolated across a gap rather than measured."""
-        return self.filled_samples > 0
+@dataclass(frozen=True, slots=True)
+class ImuInput(SampledInput):
+    """An ``(N, 6)`` float32 grid; gap rows are interpolated between measured ones."""
 
 
 @dataclass(frozen=True, slots=True)
