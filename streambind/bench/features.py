@@ -14,9 +14,10 @@ The ratio printed is clips/s of ``batched`` over clips/s of the other two. Outpu
 compared with the reference, so the speed-up is never bought with different numbers. Audio
 runs at each of ``--sample-rates`` (16 kHz: no resampling; 48 kHz: resampling included).
 
-Vision is bound by Pillow's bicubic resize (~75% of the per-frame time), which has to be
-Pillow's own to match the reference pixel for pixel; the batched path saves the per-frame
-tensor overhead and spreads resizes over cores, so its ratio is capped near the core count.
+Vision's batched path resizes with streambind's compiled kernel (``features/resize.py``),
+which computes Pillow's fixed-point bicubic arithmetic for the 224x224 crop only; the
+reference resizes the whole frame with Pillow. Both give the same uint8 pixels.
+
 Timings interleave the variants and keep the best run, which damps but cannot remove the
 effect of other processes competing for the same cores.
 """

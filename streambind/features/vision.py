@@ -3,9 +3,9 @@
 The reference resizes a PIL image with torchvision ``Resize(224, BICUBIC)`` (shorter side to
 224, longer side ``int(224 * long / short)``), ``CenterCrop(224)`` (offsets rounded with
 Python's ``round``), ``ToTensor`` (/255) and the CLIP mean/std. Pillow's bicubic filter works
-in fixed point on uint8 and is not reproduced exactly by float interpolation, so the resize
-is done by Pillow itself; cropping and normalization are vectorized over the batch, and the
-Pillow calls of a batch run on a small thread pool (Pillow releases the GIL while resampling).
+in fixed point on uint8 and is not reproduced by float interpolation; :mod:`.resize` performs
+Pillow's integer arithmetic itself, for the crop only, with the normalization fused in. The
+frames of a batch run on a small thread pool (the compiled kernel releases the GIL).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from streambind.errors import FeatureError
 from streambind.features._pool import ForkSafePool
 
 from ._checks import BAD_SHAPE, TOO_SHORT, as_array
+from .resize import resize_crop_normalize_into
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Largest frame accepted (pixels): bounds memory per frame and rejects decompression bombs.
 MAX_PIXELS = 4096 * 4096
-# Threads for the Pillow resizes of one batch; Pillow releases the GIL while resampling.
+# Threads for the frames of one batch; the resize kernel releases the GIL.
 RESIZE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 _POOL = ForkSafePool(RESIZE_THREADS, "streambind-resize")
@@ -66,36 +67,13 @@ def check_frame(frame: object, what: str = "vision") -> np.ndarray:
     return arr
 
 
-def resize_crop(frame: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Pillow bicubic shorter-side resize + centre crop of a checked frame: uint8 (size, size, 3).
-
-    Pixel-identical to torchvision ``Resize(size, BICUBIC)`` + ``CenterCrop(size)`` on the PIL
-    image, because the resize is Pillow's.
-    """
-    height, width = frame.shape[:2]
-    new_w, new_h = short_side_size(width, height, size)
-    image = Image.fromarray(np.ascontiguousarray(frame))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    out = np.asarray(image)
-    if new_w < size or new_h < size:
-        # Only when the longer side truncates below `size` (never for size <= short side);
-        # torchvision pads with zeros before cropping.
-        padded = np.zeros((max(new_h, size), max(new_w, size), 3), np.uint8)
-        top, left = (padded.shape[0] - new_h) // 2, (padded.shape[1] - new_w) // 2
-        padded[top : top + new_h, left : left + new_w] = out
-        out, new_h, new_w = padded, padded.shape[0], padded.shape[1]
-    left, top = center_crop_box(new_w, new_h, size)
-    return out[top : top + size, left : left + size]
-
-
 def resize_crop_plane(
     plane: np.ndarray, resample: int = Image.Resampling.BICUBIC, size: int = IMAGE_SIZE
 ) -> np.ndarray:
     """Shorter-side resize + centre crop of one 2-D plane (uint8 or float32) with Pillow.
 
     uint8 planes use Pillow's 8-bit path (mode ``L``, like a grayscale PIL image); anything
-    else is resampled as float32 (mode ``F``). Same geometry as :func:`resize_crop`.
+    else is resampled as float32 (mode ``F``). Same geometry as :func:`vision_frame`.
     """
     height, width = plane.shape
     new_w, new_h = short_side_size(width, height, size)
@@ -109,44 +87,27 @@ def resize_crop_plane(
 
 
 @lru_cache(maxsize=1)
-def _scale_bias() -> tuple[torch.Tensor, torch.Tensor]:
-    # (x / 255 - mean) / std as one multiply-add per pixel: x * scale + bias.
-    std = torch.tensor(CLIP_STD, dtype=torch.float64)
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64)
-    scale = (1.0 / (255.0 * std)).to(torch.float32).view(3, 1, 1)
-    bias = (-mean / std).to(torch.float32).view(3, 1, 1)
-    return scale, bias
-
-
-def normalize_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32: ``(x / 255 - mean) / std`` (CLIP).
-
-    Computed as one multiply-add with precomputed constants; equal to the reference's
-    ``ToTensor`` + ``Normalize`` within float32 rounding (~1e-6).
-    """
-    if isinstance(images, np.ndarray) and not images.flags.writeable:
-        images = images.copy()  # Pillow's arrays are read-only; torch wants writable memory
-    scale, bias = _scale_bias()
-    batch = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().to(torch.float32)
-    return batch.mul_(scale).add_(bias)
+def _scale_bias() -> tuple[np.ndarray, np.ndarray]:
+    # (x / 255 - mean) / std as one float32 multiply-add per pixel: x * scale + bias.
+    std = np.array(CLIP_STD, dtype=np.float64)
+    mean = np.array(CLIP_MEAN, dtype=np.float64)
+    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
 
 def _into(out: torch.Tensor, frame: np.ndarray) -> None:
-    # Worker-thread body: resize (Pillow, GIL released) and normalize straight into `out`.
-    # numpy rather than torch here: torch ops on a worker thread start their own OpenMP team,
-    # and two teams per core measured ~20% slower than plain single-threaded numpy.
+    # Resize, crop and normalize one checked frame straight into its (3, 224, 224) slot.
+    height, width = frame.shape[:2]
+    new_w, new_h = short_side_size(width, height)
     scale, bias = _scale_bias()
-    crop = resize_crop(frame)
-    dest = out.numpy()  # (3, 224, 224) view of the output tensor
-    for ch in range(3):
-        # float32 scalars keep the loop in float32, like the reference's tensor arithmetic.
-        np.multiply(crop[:, :, ch], np.float32(scale[ch, 0, 0]), out=dest[ch])
-        dest[ch] += np.float32(bias[ch, 0, 0])
+    crop = center_crop_box(new_w, new_h)
+    resize_crop_normalize_into(frame, (new_w, new_h), crop, scale, bias, out.numpy())
 
 
 def vision_frame(frame: object) -> torch.Tensor:
     """One RGB uint8 (H, W, 3) frame -> Tensor[3, 224, 224], exactly as the reference."""
-    return normalize_uint8(resize_crop(check_frame(frame))[None])[0]
+    out = torch.empty(3, IMAGE_SIZE, IMAGE_SIZE)
+    _into(out, check_frame(frame))
+    return out
 
 
 def _first_last(frames: Sequence[object], what: str) -> list[np.ndarray]:
@@ -169,8 +130,8 @@ def vision_window(frames: Sequence[object]) -> torch.Tensor:
 def vision_windows(windows: Sequence[Sequence[object]]) -> torch.Tensor:
     """Many clips at once -> Tensor[B, 3, 2, 224, 224].
 
-    Frames may differ in size. The Pillow resizes run on a thread pool; uint8 crops are
-    stacked and normalized in one tensor operation.
+    Frames may differ in size. Frames are resized, cropped and normalized on a thread pool,
+    each straight into its slot of the output.
     """
     if isinstance(windows, str | bytes) or not isinstance(windows, Sequence) or not windows:
         raise FeatureError("vision: expected a non-empty list of frame lists", BAD_SHAPE)
@@ -195,8 +156,6 @@ __all__ = [
     "MAX_PIXELS",
     "center_crop_box",
     "check_frame",
-    "normalize_uint8",
-    "resize_crop",
     "resize_crop_plane",
     "short_side_size",
     "vision_frame",
