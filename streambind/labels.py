@@ -114,8 +114,8 @@ class LabelSet:
         """Parse a ``streambind.labels`` record value (UTF-8 JSON)."""
         try:
             doc = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"label set is not valid JSON: {exc}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"label set is not valid JSON: {exc!s:.200}") from exc
         return cls.from_dict(doc)
 
     @classmethod
@@ -292,6 +292,16 @@ class LabelRegistry:
         logger.info("label set %s version %d in force", label_set.name, label_set.version)
         return True
 
+    def remove(self, name: str) -> bool:
+        """Take the set ``name`` out of force (a tombstone); returns whether one was."""
+        with self._lock:
+            removed = self._sets.pop(name, None)
+            self._hysteresis.pop(name, None)
+            self._matrices = {key: m for key, m in self._matrices.items() if key[0] != name}
+        if removed is not None:
+            logger.info("label set %s version %d removed", name, removed.version)
+        return removed is not None
+
     def label_sets(self) -> list[LabelSet]:
         """The label sets in force, by name."""
         with self._lock:
@@ -306,7 +316,8 @@ class LabelRegistry:
             return cached
         computed = label_text_matrix(label_set, modality, self._embed_text)
         with self._lock:
-            self._matrices[key] = computed
+            if self._sets.get(label_set.name) is label_set:  # not replaced or removed meanwhile
+                self._matrices[key] = computed
         return computed
 
     def label(
@@ -322,7 +333,9 @@ class LabelRegistry:
             scores = zero_shot_scores(embedding[None], matrix, label_set.scoring)[0]
             scored = zip(labels, scores.tolist(), strict=True)
             with self._lock:
-                hysteresis = self._hysteresis[label_set.name]
+                hysteresis = self._hysteresis.get(label_set.name)
+                if hysteresis is None:
+                    continue  # removed by a tombstone while this window was scored
                 on = hysteresis.apply(device_id, modality, label_set.name, scored)
             results.append((label_set, on[: label_set.top_k]))
         return results

@@ -75,6 +75,12 @@ LABELS = Counter(
     ["label_set", "label"],
 )
 
+LABEL_RECORDS = Counter(
+    "streambind_label_records_total",
+    "Records read from the labels topic, by outcome (applied, stale, removed, rejected).",
+    ["outcome"],
+)
+
 
 def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
     """Every sample name streambind's metrics export (``_total``, ``_bucket``... included)."""
@@ -91,7 +97,7 @@ def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
 def _suffixed_names() -> set[str]:
     # Labelled metrics without samples yet still export these names once observed.
     names: set[str] = set()
-    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS):
+    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS):
         names.add(metric._name + "_total")
     for metric in (BATCH_SIZE, EMBED_SECONDS, LATENCY_SECONDS):
         names.update(metric._name + suffix for suffix in ("_bucket", "_count", "_sum"))

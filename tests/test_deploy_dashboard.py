@@ -135,3 +135,8 @@ def test_dashboard_shape():
             for name in metric_names(target["expr"]):
                 if name.endswith(("_total", "_bucket", "_sum", "_count")):
                     assert re.search(rf"(rate|increase)\({re.escape(name)}\b", target["expr"])
+
+
+def test_the_chart_ships_the_same_dashboard():
+    chart_copy = DASHBOARD.parents[2] / "helm" / "streambind" / "files" / "grafana" / DASHBOARD.name
+    assert chart_copy.read_bytes() == DASHBOARD.read_bytes()

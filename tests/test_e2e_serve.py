@@ -191,6 +191,31 @@ def test_label_set_update_on_the_topic_applies_without_restart(bootstrap, pipeli
     assert later and {e["label_set_version"] for e in later} == {2}
     assert {lab["label"] for e in later for lab in e["labels"]} <= {"glass breaking", "rain"}
 
+    # A malformed record is rejected and counted; a tombstone takes the set out of force.
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer.send(topics["labels"], key=b"home", value=b"{broken").get(timeout=10)
+    producer.send(topics["labels"], key=b"home", value=None).get(timeout=10)
+    producer.close()
+    deadline = time.monotonic() + 30
+    while ingest_status()["label_sets"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = ingest_status()
+    assert status["label_sets"] == {}
+    assert status["label_records"] == {"applied": 1, "stale": 0, "removed": 1, "rejected": 1}
+
+    # Windows still get embedded, but with no label set in force they make no events.
+    produce(bootstrap, topics, t0 + 40 * S, seconds={"audio": 4})
+    def embedded_after_removal() -> list:
+        windows = embedded_windows(bootstrap, topics["embeddings"])
+        return [w for w in windows if w[2] >= t0 + 40 * S]
+
+    deadline = time.monotonic() + 60
+    while not embedded_after_removal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert embedded_after_removal()
+    final = read_events(bootstrap, topics["events"], expect_at_least=len(after))
+    assert len(final) == len(after) and all(e["window_start_ns"] < t0 + 40 * S for e in final)
+
 
 def test_killing_an_embedder_replica_loses_no_window(bootstrap, pipeline):
     deploy, topics = pipeline

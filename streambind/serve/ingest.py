@@ -90,11 +90,13 @@ class IngestReplica:
             raise ServeError(f"consumer loop failed: {self._runner.error}")
 
     def status(self) -> dict[str, Any]:
-        """Model, metrics port, label sets in force and the consumer loop's counters."""
+        """Model, metrics port, label sets in force, label records by outcome and the consumer
+        loop's counters."""
         return {
             "model": self.model,
             "metrics_port": self.metrics_port,
             "label_sets": {s.name: s.version for s in self.registry.label_sets()},
+            "label_records": dict(self._feed.counts),
             "stats": dataclasses.asdict(self._runner.stats),
             "embed_retries": self._client.retries,
         }

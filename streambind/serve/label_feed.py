@@ -2,8 +2,14 @@
 
 Every ingest replica reads the whole topic from the beginning with no consumer group
 (each replica needs every label set) and keeps following it; a record whose version is
-newer than the set in force replaces it. Malformed records are logged and skipped; the
-feed never stops on one.
+newer than the set in force replaces it, and a tombstone (key = set name, no value) takes
+the set of that name out of force, whether it came from the topic or the labels file.
+
+A malformed record is rejected with its topic, partition, offset and reason in the log and
+counted in ``streambind_label_records_total{outcome="rejected"}``; the feed never stops on
+one. It is not copied to the dead-letter topic: every replica reads every label record
+again at each start, so each would dead-letter it again, and the compacted topic keeps the
+record where the log line points until a valid one replaces it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from streambind import metrics
 from streambind.errors import ConfigError
 from streambind.labels import LabelRegistry, LabelSet
 
@@ -38,8 +45,7 @@ class LabelFeed:
         self._poll_timeout_s = poll_timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.applied = 0
-        self.rejected = 0
+        self.counts = {"applied": 0, "stale": 0, "removed": 0, "rejected": 0}
 
     def start(self) -> LabelFeed:
         """Start following the topic; returns self."""
@@ -69,28 +75,37 @@ class LabelFeed:
                 batches = consumer.poll(timeout_ms=int(self._poll_timeout_s * 1000))
                 for records in batches.values():
                     for record in records:
-                        self.handle(record.key, record.value)
+                        where = f"{record.topic}[{record.partition}]@{record.offset}"
+                        self.handle(record.key, record.value, where)
         finally:
             consumer.close()
 
-    def handle(self, key: bytes | None, value: bytes | None) -> bool:
-        """Apply one record; returns whether a new label set came into force."""
-        if value is None:
-            # A tombstone deletes nothing while running: labels in force stay until replaced.
-            return False
+    def handle(self, key: bytes | None, value: bytes | None, where: str = "") -> str:
+        """Apply one record; returns its outcome: applied, stale, removed or rejected.
+
+        ``where`` names the record (topic, partition, offset) in the rejection log line.
+        """
         try:
-            if len(value) > MAX_LABEL_RECORD_BYTES:
-                raise ConfigError(f"label record of {len(value)} bytes is too large")
-            label_set = LabelSet.from_json(value)
-            if key is not None and key.decode("utf-8", "replace") != label_set.name:
-                raise ConfigError(f"record key {key!r} is not the set name {label_set.name!r}")
+            outcome = self._apply(key, value)
         except ConfigError as exc:
-            self.rejected += 1
-            logger.error("rejected label set record on %s: %s", self._topic, exc)
-            return False
-        applied = self._registry.update(label_set)
-        self.applied += int(applied)
-        return applied
+            outcome = "rejected"
+            logger.error("rejected label record %s: %s", where or self._topic, exc)
+        self.counts[outcome] += 1
+        metrics.LABEL_RECORDS.labels(outcome=outcome).inc()
+        return outcome
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> str:
+        name = None if key is None else key.decode("utf-8", "replace")
+        if value is None:
+            if name is None:
+                raise ConfigError("a tombstone without a key names no label set")
+            return "removed" if self._registry.remove(name) else "stale"
+        if len(value) > MAX_LABEL_RECORD_BYTES:
+            raise ConfigError(f"label record of {len(value)} bytes is too large")
+        label_set = LabelSet.from_json(value)
+        if name is not None and name != label_set.name:
+            raise ConfigError(f"record key {name!r} is not the set name {label_set.name!r}")
+        return "applied" if self._registry.update(label_set) else "stale"
 
 
 def publish_label_set(
