@@ -59,8 +59,11 @@ def pipeline(bootstrap, topic_names, make_topic, tmp_path, ray_serve):
     from streambind.config import AppConfig
     from streambind.serve.app import INGEST_APP, build_ingest_app
 
-    names = topic_names(*(f"sensors.{m}" for m in MODALITIES), "labels")
-    topics = dict(zip([*MODALITIES, "labels"], names, strict=True))
+    # Sensor topics exist before the ingest consumer joins, with the 3 partitions the broker
+    # would auto-create: a consumer group formed before its topics exist only sees them at
+    # a later metadata refresh, which would make these tests depend on timing.
+    topics = {m: make_topic(f"sensors.{m}", partitions=3) for m in MODALITIES}
+    topics["labels"] = topic_names("labels")[0]
     for output in ("events", "replay", "dlq", "embeddings"):
         topics[output] = make_topic(f"streambind.{output}")
     labels_file = tmp_path / "labels.json"
