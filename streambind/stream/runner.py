@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streambind import metrics
 from streambind.errors import RecordError, StreambindError
@@ -38,6 +38,7 @@ from streambind.stream.config import StreamConfig
 from streambind.stream.embed import Embedder
 from streambind.stream.offsets import OffsetTracker
 from streambind.stream.partition import IdleClock, PartitionState
+from streambind.stream.rebalance import RebalanceListener, export_lag, rewind, watch_topics
 from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record, dlq_headers
 from streambind.stream.restart import load_side_topic, parse_state, pick_state, state_key
 from streambind.stream.sinks import EmbeddingSink, WindowSink
@@ -60,22 +61,6 @@ class RunnerStats:
     pauses: int = 0
     commits: int = 0
     first_poll_s: float | None = None  # perf_counter() before the poll with the first records
-
-
-class _Listener(ConsumerRebalanceListener):
-    # kafka-python calls these on its network thread, where blocking consumer calls (a
-    # commit) are refused and the runner thread may be mid-step: they only hand the change
-    # to the runner thread, which applies it before it touches the partitions again.
-    def __init__(self, runner: StreamRunner) -> None:
-        self.runner = runner
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked and not self.runner.closing:
-            self.runner.rebalances.put(("revoked", list(revoked)))
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.runner.rebalances.put(("assigned", list(assigned)))
-        logger.info("assigned %s", sorted(str(tp) for tp in assigned))
 
 
 class StreamRunner:
@@ -117,6 +102,7 @@ class StreamRunner:
         self.publishing = threading.RLock()
         self.closing = False
         self.rebalances: queue.SimpleQueue = queue.SimpleQueue()  # from the rebalance listener
+        self._rewind_on_return: set[TopicPartition] = set()
         self._last_offset: dict[TopicPartition, int] = {}
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
         self._buffered = 0
@@ -163,7 +149,8 @@ class StreamRunner:
         try:
             committer.begin()
             worker.start()
-            consumer.subscribe(sorted(self._modality_of), listener=_Listener(self))
+            listener = RebalanceListener(self.rebalances, self)
+            consumer.subscribe(sorted(self._modality_of), listener=listener)
             logger.info("consuming %s as group %s (%s)", sorted(self._modality_of), cfg.group_id,
                         cfg.delivery)
             while not self.stop_event.is_set():
@@ -210,7 +197,8 @@ class StreamRunner:
             self._commit(consumer)
             self._next_commit_s = now_s + self.config.commit_interval_s
         if now_s >= self._next_lag_s:
-            self._export_lag(consumer)
+            export_lag(consumer, self._last_offset)
+            watch_topics(consumer, self._modality_of)
             self._next_lag_s = now_s + self.config.lag_interval_s
 
     def _behind(self, consumer: KafkaConsumer, batches: dict) -> bool:
@@ -265,15 +253,15 @@ class StreamRunner:
             self._last_offset.pop(tp, None)
 
     def _apply_rebalance(self, consumer: KafkaConsumer) -> set[TopicPartition]:
-        """Apply what the group changed (see :class:`_Listener`); returns the partitions
-        sent back to their committed offsets.
+        """Apply what the group changed (queued by the rebalance listener); returns the
+        partitions sent back to their committed offsets.
 
         A revoked partition's state is dropped: at least once, its uncommitted tail is
         replayed by the new owner. Exactly once, the open transaction is aborted as well
         (its offsets can no longer commit: the group generation moved on), with the state
-        of every partition. An assigned partition without state starts from its committed
-        offset and restart state, as any new owner does; the consumer may still hold the
-        position it had before the rebalance.
+        of every partition. A partition that comes back to this member after its state was
+        dropped (or that it kept) starts from its committed offset and restart state, as any
+        new owner does: the consumer would otherwise keep its position past those records.
         """
         rewound: set[TopicPartition] = set()
         while True:
@@ -288,21 +276,21 @@ class StreamRunner:
                         self._committer.restart_transaction()
                         partitions = list(self._parts)
                     self.forget(partitions)
+                kept = [tp for tp in partitions if tp in consumer.assignment()]
+                self._rewind(consumer, kept)  # exactly once, with a cooperative assignor
+                rewound.update(kept)
+                self._rewind_on_return.update(set(partitions) - set(kept))
                 continue
-            fresh = [tp for tp in partitions if tp not in self._parts]
+            assigned = consumer.assignment()  # a later rebalance may have moved some on
+            fresh = [tp for tp in partitions
+                     if tp in self._rewind_on_return and tp in assigned and tp not in self._parts]
             self._rewind(consumer, fresh)
+            self._rewind_on_return.difference_update(fresh)
             rewound.update(fresh)
 
     def _rewind(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
-        # Kept partitions go back to their committed offsets, as a new owner would.
+        rewind(consumer, partitions, self.config.auto_offset_reset)
         for tp in partitions:
-            committed = consumer.committed(tp)
-            if committed is not None:
-                consumer.seek(tp, committed)
-            elif self.config.auto_offset_reset == "earliest":
-                consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek_to_end(tp)
             self._last_offset.pop(tp, None)
 
     def _is_live(self, part: object) -> bool:
@@ -431,29 +419,6 @@ class StreamRunner:
                 kept = [tp for tp in self._parts if tp in consumer.assignment()]
                 self.forget(list(self._parts))
                 self._rewind(consumer, kept)  # (a poll's records are all handled by now)
-
-    def _export_lag(self, consumer: KafkaConsumer) -> None:
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return
-        ends: dict[TopicPartition, int] = {}
-        missing = [tp for tp in assigned if consumer.highwater(tp) is None]
-        if missing:  # no fetch response yet: ask the broker
-            ends = consumer.end_offsets(missing)
-        for tp in assigned:
-            end = consumer.highwater(tp)
-            end = ends.get(tp) if end is None else end
-            if end is None:
-                continue
-            if tp in self._last_offset:
-                position = self._last_offset[tp] + 1
-            else:
-                try:
-                    position = consumer.position(tp, timeout_ms=1000)
-                except Exception:  # noqa: BLE001 - no position yet; try next time
-                    continue
-            lag = max(0, end - position)
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _drain(self, consumer: KafkaConsumer, worker: EmbedWorker) -> None:
         """On stop: let queued windows finish and commit what they cover."""
