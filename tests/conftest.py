@@ -57,3 +57,32 @@ def make_topic(bootstrap: str) -> Iterator[Callable[..., str]]:
 
     yield create
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def broker_hides_aborted_transactions(bootstrap: str) -> bool:
+    """Whether ``read_committed`` readers of this broker skip aborted transactions (Apache
+    Kafka does; the embedded Tansu broker does not)."""
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    from streambind.sim.kafka_io import read_topic
+
+    topic = _unique("probe.aborted")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=_unique("probe"))
+    producer.init_transactions()
+    for value, keep in ((b"aborted", False), (b"committed", True)):
+        producer.begin_transaction()
+        producer.send(topic, value=value)
+        producer.flush()
+        if keep:
+            producer.commit_transaction()
+        else:
+            producer.abort_transaction()
+    producer.close()
+    seen = [r.value for r in read_topic(bootstrap, topic, idle_s=1.0, timeout_s=20,
+                                        read_committed=True)]
+    return seen == [b"committed"]

@@ -38,14 +38,17 @@ def read_topic(
     until: Callable[[list[Any]], bool] | None = None,
     timeout_s: float = 30.0,
     idle_s: float | None = None,
+    read_committed: bool = False,
 ) -> list[Any]:
     """Read every record of ``topic`` from the start (all partitions, no group).
 
     Stops when ``until(records)`` is true, after ``idle_s`` without new records (when
-    given), or at ``timeout_s``. Returns kafka-python ``ConsumerRecord`` objects.
+    given), or at ``timeout_s``. Returns kafka-python ``ConsumerRecord`` objects. With
+    ``read_committed``, records of open or aborted transactions are left out.
     """
+    isolation = "read_committed" if read_committed else "read_uncommitted"
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
+                             auto_offset_reset="earliest", isolation_level=isolation)
     try:
         deadline = time.monotonic() + timeout_s
         partitions = None

@@ -11,6 +11,7 @@ from streambind.errors import ConfigError
 from streambind.stream.chunks import MODALITIES
 from streambind.stream.windows import NS_PER_S, WindowSpec
 
+DELIVERY_MODES = ("at_least_once", "exactly_once")
 SECURITY_FIELDS = (
     "security_protocol",
     "sasl_mechanism",
@@ -37,6 +38,13 @@ class StreamConfig:
     ``window_overrides`` passes any other
     :class:`~streambind.stream.windows.WindowSpec` field per modality. Security settings are
     passed to kafka-python unchanged and never logged (``repr`` hides the password).
+
+    ``delivery`` is ``at_least_once`` (default) or ``exactly_once``: outputs, dead letters,
+    restart state and offsets are then committed in one Kafka transaction per commit
+    interval. ``transactional_id`` should be stable per instance (a pod name), so that a
+    restarted instance aborts its predecessor's open transaction at once; unset, each run
+    takes a fresh one and an interrupted transaction blocks ``read_committed`` readers of
+    the outputs until ``transaction_timeout_s`` passes.
     """
 
     bootstrap: str = "127.0.0.1:9092"
@@ -61,6 +69,9 @@ class StreamConfig:
     max_poll_records: int = 200
     poll_timeout_ms: int = 200
     commit_interval_s: float = 1.0
+    delivery: str = "at_least_once"
+    transactional_id: str | None = None
+    transaction_timeout_s: float = 60.0
     lag_interval_s: float = 2.0
     session_timeout_ms: int = 10_000
     max_commit_metadata_bytes: int = 4000
@@ -84,8 +95,17 @@ class StreamConfig:
             raise ConfigError("max_buffered_windows and max_batch_windows must be >= 1")
         if self.allowed_lateness_s < 0 or self.idle_timeout_s <= 0 or self.max_future_s <= 0:
             raise ConfigError("need allowed_lateness_s >= 0, idle_timeout_s > 0, max_future_s > 0")
+        if self.delivery not in DELIVERY_MODES:
+            raise ConfigError(f"delivery must be one of {DELIVERY_MODES}, not {self.delivery!r}")
+        if self.transaction_timeout_s <= 0:
+            raise ConfigError("transaction_timeout_s must be > 0")
         for modality in self.modalities:
             self.window_spec(modality)  # validates hop and overrides early
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether outputs and offsets are committed in Kafka transactions."""
+        return self.delivery == "exactly_once"
 
     def topic(self, modality: str) -> str:
         """The Kafka topic of ``modality``."""
@@ -126,12 +146,15 @@ class StreamConfig:
             "max_poll_records": self.max_poll_records,
             "session_timeout_ms": self.session_timeout_ms,
             "heartbeat_interval_ms": max(100, self.session_timeout_ms // 4),
+            # Restart state written in aborted transactions must stay unread.
+            "isolation_level": "read_committed" if self.exactly_once else "read_uncommitted",
             **self.security_kwargs(),
         }
 
-    def producer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``KafkaProducer`` (acks=all, so acknowledged means durable)."""
-        return {
+    def producer_kwargs(self, transactional_id: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``KafkaProducer`` (acks=all, so acknowledged means durable);
+        with ``transactional_id``, a transactional producer."""
+        kwargs = {
             "bootstrap_servers": self.bootstrap,
             "client_id": self.client_id,
             "acks": "all",
@@ -139,3 +162,7 @@ class StreamConfig:
             "max_request_size": 16 * 1024 * 1024,
             **self.security_kwargs(),
         }
+        if transactional_id is not None:
+            kwargs["transactional_id"] = transactional_id
+            kwargs["transaction_timeout_ms"] = round(self.transaction_timeout_s * 1000)
+        return kwargs

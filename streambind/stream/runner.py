@@ -6,7 +6,10 @@ windows. A worker thread assembles, featurizes and embeds batches of one modalit
 hands them to the :class:`WindowSink`. The sink's futures report acknowledgement back to
 the consumer thread, which releases the windows in the :class:`OffsetTracker` and commits
 only what is covered, with the restart state (watermark, per-device emitted-through marks;
-see :mod:`streambind.stream.restart`) so a replay rebuilds exactly the open windows.
+see :mod:`streambind.stream.restart`) so a replay rebuilds exactly the open windows. With
+``delivery="exactly_once"`` each commit is a Kafka transaction holding the outputs too
+(:mod:`streambind.stream.commit`); the worker publishes under a lock that the commit
+takes, so no output falls between a transaction's flush and its commit.
 
 Backpressure: closed windows not yet acknowledged are counted; at ``max_buffered_windows``
 the consumer pauses its partitions (it keeps polling, so it stays in the group) and resumes
@@ -18,28 +21,28 @@ Use :func:`run_stream` (blocking, e.g. from a Ray Serve replica) or :class:`Stre
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streambind import metrics
 from streambind.errors import RecordError, StreambindError
+from streambind.stream.commit import Committer, TransactionRestarted
 from streambind.stream.config import StreamConfig
 from streambind.stream.embed import Embedder
 from streambind.stream.offsets import OffsetTracker
 from streambind.stream.partition import IdleClock, PartitionState
+from streambind.stream.rebalance import RebalanceListener, export_lag, rewind, watch_topics
 from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record, dlq_headers
-from streambind.stream.restart import load_side_topic, parse_state, state_key
+from streambind.stream.restart import load_side_topic, parse_state, pick_state, state_key
 from streambind.stream.sinks import EmbeddingSink, WindowSink
-from streambind.stream.windows import ClosedWindow, Windower, WindowKey, restart_watermark_ns
+from streambind.stream.windows import ClosedWindow, Windower, WindowKey
 from streambind.stream.worker import EmbedWorker
 
 logger = logging.getLogger(__name__)
@@ -58,23 +61,6 @@ class RunnerStats:
     pauses: int = 0
     commits: int = 0
     first_poll_s: float | None = None  # perf_counter() before the poll with the first records
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, runner: StreamRunner, consumer: KafkaConsumer) -> None:
-        self.runner = runner
-        self.consumer = consumer
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        try:
-            self.runner._commit(self.consumer)
-        except Exception as exc:  # noqa: BLE001 - the replay covers an uncommitted tail
-            logger.warning("commit before revocation failed: %s", exc)
-        self.runner.forget(list(revoked))
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.runner._side_state = None  # re-read: another member may have written it
-        logger.info("assigned %s", sorted(str(tp) for tp in assigned))
 
 
 class StreamRunner:
@@ -110,11 +96,16 @@ class StreamRunner:
         self._parts: dict[TopicPartition, PartitionState] = {}
         self._side_state: dict[bytes, dict] | None = None
         self._producer: KafkaProducer | None = None
-        self._metadata_ok: bool | None = None
+        self._committer: Committer | None = None
+        # Held by the worker while it publishes a batch, and by commits in exactly-once mode
+        # and before a revocation (reentrant: the revocation commits while holding it).
+        self.publishing = threading.RLock()
+        self.closing = False
+        self.rebalances: queue.SimpleQueue = queue.SimpleQueue()  # from the rebalance listener
+        self._rewind_on_return: set[TopicPartition] = set()
         self._last_offset: dict[TopicPartition, int] = {}
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
         self._buffered = 0
-        self._committed: dict[TopicPartition, tuple[int, str]] = {}
         self._paused = False
         self._next_commit_s = 0.0
         self._next_lag_s = 0.0
@@ -147,18 +138,28 @@ class StreamRunner:
         """Run the loop in the calling thread until ``stop_event`` is set; returns the stats."""
         cfg = self.config
         consumer = KafkaConsumer(**cfg.consumer_kwargs())
-        producer = self._producer = KafkaProducer(**cfg.producer_kwargs())
+        transactional_id = None
+        if cfg.exactly_once:
+            transactional_id = cfg.transactional_id or f"{cfg.group_id}-{uuid.uuid4().hex[:12]}"
+        producer = self._producer = KafkaProducer(**cfg.producer_kwargs(transactional_id))
+        committer = self._committer = Committer(cfg, producer)
         worker = EmbedWorker(self.embedder, self.sink, producer, self.model,
-                             cfg.max_batch_windows, self._on_output)
-        worker.start()
+                             cfg.max_batch_windows, self._on_output,
+                             publishing=self.publishing, is_live=self._is_live)
         try:
-            consumer.subscribe(sorted(self._modality_of), listener=_Listener(self, consumer))
-            logger.info("consuming %s as group %s", sorted(self._modality_of), cfg.group_id)
+            committer.begin()
+            worker.start()
+            listener = RebalanceListener(self.rebalances, self)
+            consumer.subscribe(sorted(self._modality_of), listener=listener)
+            logger.info("consuming %s as group %s (%s)", sorted(self._modality_of), cfg.group_id,
+                        cfg.delivery)
             while not self.stop_event.is_set():
                 self._step(consumer, producer, worker)
             self._drain(consumer, worker)
         finally:
             worker.stop()
+            self.closing = True
+            committer.abort()  # exactly-once: whatever the last commit did not cover
             producer.close(timeout=10)
             consumer.close(autocommit=False)
         return self.stats
@@ -166,6 +167,7 @@ class StreamRunner:
     # -- one iteration -----------------------------------------------------------------
 
     def _step(self, consumer: KafkaConsumer, producer: KafkaProducer, worker: EmbedWorker) -> None:
+        self._apply_rebalance(consumer)
         self._drain_acks()
         if worker.error is not None:
             raise StreambindError(f"embed worker failed: {worker.error}") from worker.error
@@ -178,19 +180,25 @@ class StreamRunner:
             self._idle_clock.freeze()
         else:
             self._idle_clock.thaw()
-        if consumer.assignment():
+        rewound = self._apply_rebalance(consumer)
+        assigned = consumer.assignment()
+        if assigned:
             self.ready.set()
         for tp, messages in batches.items():
+            if tp not in assigned or tp in rewound:
+                continue  # fetched before the rebalance: read again from the committed offset
             for msg in messages:
                 self._handle(consumer, producer, worker, tp, msg)
         for part in list(self._parts.values()):
             self._dispatch(worker, part, part.windower.poll())
         now_s = time.monotonic()
         if now_s >= self._next_commit_s:
+            self._apply_rebalance(consumer)
             self._commit(consumer)
             self._next_commit_s = now_s + self.config.commit_interval_s
         if now_s >= self._next_lag_s:
-            self._export_lag(consumer)
+            export_lag(consumer, self._last_offset)
+            watch_topics(consumer, self._modality_of)
             self._next_lag_s = now_s + self.config.lag_interval_s
 
     def _behind(self, consumer: KafkaConsumer, batches: dict) -> bool:
@@ -231,18 +239,63 @@ class StreamRunner:
         if self._side_state is None:
             self._side_state = load_side_topic(self.config.consumer_kwargs(),
                                                self.config.state_topic, self.config.group_id)
-        doc = self._side_state.get(state_key(self.config.group_id, tp), {})
-        if committed is not None and int(doc.get("offset", -1)) < committed.offset:
-            return {}  # older than the commit: not the state that went with it
-        return doc
+        docs = self._side_state.get(state_key(self.config.group_id, tp), [])
+        return pick_state(docs, None if committed is None else committed.offset,
+                          exact=self.config.exactly_once)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop the state of revoked partitions; their records are replayed elsewhere."""
         for tp in partitions:
             if self._parts.pop(tp, None) is not None:
                 logger.info("partition %s revoked", tp)
-            self._committed.pop(tp, None)
+            if self._committer is not None:
+                self._committer.forget(tp)
             self._last_offset.pop(tp, None)
+
+    def _apply_rebalance(self, consumer: KafkaConsumer) -> set[TopicPartition]:
+        """Apply what the group changed (queued by the rebalance listener); returns the
+        partitions sent back to their committed offsets.
+
+        A revoked partition's state is dropped: at least once, its uncommitted tail is
+        replayed by the new owner. Exactly once, the open transaction is aborted as well
+        (its offsets can no longer commit: the group generation moved on), with the state
+        of every partition. A partition that comes back to this member after its state was
+        dropped (or that it kept) starts from its committed offset and restart state, as any
+        new owner does: the consumer would otherwise keep its position past those records.
+        """
+        rewound: set[TopicPartition] = set()
+        while True:
+            try:
+                change, partitions = self.rebalances.get_nowait()
+            except queue.Empty:
+                return rewound
+            self._side_state = None  # re-read: another member may have written it
+            if change == "revoked":
+                with self.publishing:
+                    if self.config.exactly_once and self._committer is not None:
+                        self._committer.restart_transaction()
+                        partitions = list(self._parts)
+                    self.forget(partitions)
+                kept = [tp for tp in partitions if tp in consumer.assignment()]
+                self._rewind(consumer, kept)  # exactly once, with a cooperative assignor
+                rewound.update(kept)
+                self._rewind_on_return.update(set(partitions) - set(kept))
+                continue
+            assigned = consumer.assignment()  # a later rebalance may have moved some on
+            fresh = [tp for tp in partitions
+                     if tp in self._rewind_on_return and tp in assigned and tp not in self._parts]
+            self._rewind(consumer, fresh)
+            self._rewind_on_return.difference_update(fresh)
+            rewound.update(fresh)
+
+    def _rewind(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        rewind(consumer, partitions, self.config.auto_offset_reset)
+        for tp in partitions:
+            self._last_offset.pop(tp, None)
+
+    def _is_live(self, part: object) -> bool:
+        """Whether ``part`` is still assigned here (the worker drops outputs of revoked ones)."""
+        return isinstance(part, PartitionState) and self._parts.get(part.tp) is part
 
     def _handle(self, consumer, producer, worker, tp: TopicPartition, msg) -> None:  # type: ignore[no-untyped-def]
         modality = self._modality_of[tp.topic]
@@ -349,76 +402,23 @@ class StreamRunner:
         metrics.PAUSED_PARTITIONS.set(len(consumer.paused()))
 
     def _commit(self, consumer: KafkaConsumer) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for tp, part in list(self._parts.items()):
-            offset = part.tracker.committable().get(tp.partition)
-            if offset is None:
-                continue
-            keys = [h for h in part.tracker.unreleased(tp.partition) if isinstance(h, WindowKey)]
-            wm = restart_watermark_ns(part.windower.watermark_ns, keys)
-            meta = json.dumps({"wm": wm, "dev": part.device_floors(keys, wm)},
-                              separators=(",", ":"))
-            if len(meta) > self.config.max_commit_metadata_bytes:
-                meta = json.dumps({"wm": wm})  # too many devices: at-least-once still holds
-            if self._committed.get(tp) != (offset, meta):
-                offsets[tp] = OffsetAndMetadata(offset, meta, -1)
-        if not offsets:
+        committer = self._committer
+        if committer is None:
             return
-        if self.config.state_topic and self._producer is not None and not self._metadata_ok:
-            self._write_side_state(offsets)
-        consumer.commit(offsets)
-        if self._metadata_ok is None:  # does the broker keep commit metadata?
-            tp, om = next(iter(offsets.items()))
-            got = consumer.committed(tp, metadata=True)
-            self._metadata_ok = bool(got is not None and got.metadata == om.metadata)
-            logger.info("broker %s commit metadata%s", "keeps" if self._metadata_ok else "drops",
-                        "" if self._metadata_ok else f"; restart state goes to "
-                        f"{self.config.state_topic}")
-        logger.debug("committed %s", {str(tp): (om.offset, om.metadata)
-                                      for tp, om in offsets.items()})
-        self.stats.commits += 1
-        for tp, om in offsets.items():
-            self._committed[tp] = (om.offset, om.metadata)
-
-    def _write_side_state(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        """Write the restart state first: a crash before the commit leaves it ahead (safe)."""
-        producer = self._producer
-        if producer is None:
+        if not self.config.exactly_once:
+            self.stats.commits += committer.commit(consumer, self._parts)
             return
-        futures = [
-            producer.send(
-                self.config.state_topic, key=state_key(self.config.group_id, tp),
-                value=json.dumps({"offset": om.offset, **json.loads(om.metadata)}).encode())
-            for tp, om in offsets.items()
-        ]
-        try:
-            for future in futures:
-                future.get(timeout=30)
-        except KafkaError as exc:
-            logger.warning("cannot write restart state to %s: %s", self.config.state_topic, exc)
-
-    def _export_lag(self, consumer: KafkaConsumer) -> None:
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return
-        ends: dict[TopicPartition, int] = {}
-        missing = [tp for tp in assigned if consumer.highwater(tp) is None]
-        if missing:  # no fetch response yet: ask the broker
-            ends = consumer.end_offsets(missing)
-        for tp in assigned:
-            end = consumer.highwater(tp)
-            end = ends.get(tp) if end is None else end
-            if end is None:
-                continue
-            if tp in self._last_offset:
-                position = self._last_offset[tp] + 1
-            else:
-                try:
-                    position = consumer.position(tp, timeout_ms=1000)
-                except Exception:  # noqa: BLE001 - no position yet; try next time
-                    continue
-            lag = max(0, end - position)
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        with self.publishing:
+            if self._producer is not None:
+                self._producer.flush()  # every output of this transaction acknowledged...
+            self._drain_acks()  # ...and released, so the offsets committed with it cover it
+            try:
+                self.stats.commits += committer.commit(consumer, self._parts)
+            except TransactionRestarted as exc:
+                logger.warning("%s; replaying from the committed offsets", exc)
+                kept = [tp for tp in self._parts if tp in consumer.assignment()]
+                self.forget(list(self._parts))
+                self._rewind(consumer, kept)  # (a poll's records are all handled by now)
 
     def _drain(self, consumer: KafkaConsumer, worker: EmbedWorker) -> None:
         """On stop: let queued windows finish and commit what they cover."""

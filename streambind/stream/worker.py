@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from streambind import metrics
@@ -44,6 +45,9 @@ class EmbedWorker:
         model: str,
         max_batch_windows: int,
         on_output: OutputCallback,
+        *,
+        publishing: AbstractContextManager[Any] | None = None,
+        is_live: Callable[[Hashable], bool] | None = None,
     ) -> None:
         self.embedder = embedder
         self.sink = sink
@@ -51,6 +55,9 @@ class EmbedWorker:
         self.model = model
         self.max_batch_windows = max_batch_windows
         self.on_output = on_output
+        # Held while a batch is published; exactly-once commits and revocations take it.
+        self.publishing = publishing if publishing is not None else threading.Lock()
+        self.is_live = is_live
         self.error: BaseException | None = None
         self._queue: deque[tuple[Hashable, ClosedWindow]] = deque()
         self._cond = threading.Condition()
@@ -139,9 +146,16 @@ class EmbedWorker:
         metrics.EMBED_SECONDS.labels(modality).observe(time.perf_counter() - started_s)
         metrics.BATCH_SIZE.labels(modality).observe(len(good))
         emb = embeddings.detach().to("cpu").float().numpy()
-        items = [EmbeddedWindow(w, emb[i], self.model) for i, (_, w) in enumerate(good)]
-        futures = self.sink.publish(self.producer, items)
-        for (topic, window), future in zip(good, futures, strict=True):
+        with self.publishing:
+            # A window whose partition was revoked meanwhile is the new owner's to emit.
+            live = [i for i, (topic, _) in enumerate(good)
+                    if self.is_live is None or self.is_live(topic)]
+            for i in sorted(set(range(len(good))) - set(live)):
+                self.on_output(good[i][0], good[i][1].key, True)
+            items = [EmbeddedWindow(good[i][1], emb[i], self.model) for i in live]
+            futures = self.sink.publish(self.producer, items) if items else []
+        for i, future in zip(live, futures, strict=True):
+            topic, window = good[i]
             future.add_callback(self._done, topic, window)
             future.add_errback(self._failed, topic)
 
