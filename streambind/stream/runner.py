@@ -97,8 +97,8 @@ class StreamRunner:
         self._side_state: dict[bytes, dict] | None = None
         self._producer: KafkaProducer | None = None
         self._committer: Committer | None = None
-        # Held by the worker while it publishes a batch, and by commits in exactly-once mode
-        # and before a revocation (reentrant: the revocation commits while holding it).
+        # Held by the worker while it publishes a batch, by exactly-once commits and while a
+        # revocation is applied: no output of a dropped partition is published after that.
         self.publishing = threading.RLock()
         self.closing = False
         self.rebalances: queue.SimpleQueue = queue.SimpleQueue()  # from the rebalance listener
