@@ -112,6 +112,18 @@ def _clip8(acc):
     return np.uint8(acc >> PRECISION_BITS)
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _tap_sum(acc, src, first, count, weights):
+    # acc[j] = 2**21 + sum_t weights[t] * src[first + t, j]: Pillow's fixed-point sum, with
+    # the taps over whole contiguous rows so that the j loop vectorizes.
+    acc[:] = _HALF
+    for t in range(count):
+        k = weights[t]
+        row = src[first + t]
+        for j in range(acc.shape[0]):
+            acc[j] += np.int32(row[j]) * k
+
+
 @numba.njit(nogil=True, cache=True)
 def _horizontal(frame, xw_first, xw_count, xw, row0, row1, out):
     # frame (H, W, 3) uint8 -> out (row1 - row0, S * 3) uint8: rows row0..row1 resampled
@@ -131,13 +143,7 @@ def _horizontal(frame, xw_first, xw_count, xw, row0, row1, out):
                 for c in range(3):
                     slab[x, r * 3 + c] = src[col0 + x, c]
         for o in range(n_out):
-            acc[:] = _HALF
-            base = xw_first[o] - col0
-            for t in range(xw_count[o]):
-                k = xw[o, t]
-                column = slab[base + t]
-                for j in range(width):
-                    acc[j] += np.int32(column[j]) * k
+            _tap_sum(acc, slab, xw_first[o] - col0, xw_count[o], xw[o])
             for r in range(n_rows):
                 dst = out[block - row0 + r]
                 for c in range(3):
@@ -153,13 +159,7 @@ def _vertical_normalized(rows, yw_first, yw_count, yw, row0, scale, bias, out):
     acc = np.empty(width, np.int32)
     pixels = np.empty(width, np.uint8)
     for o in range(size):
-        acc[:] = _HALF
-        base = yw_first[o] - row0
-        for t in range(yw_count[o]):
-            k = yw[o, t]
-            row = rows[base + t]
-            for j in range(width):
-                acc[j] += np.int32(row[j]) * k
+        _tap_sum(acc, rows, yw_first[o] - row0, yw_count[o], yw[o])
         for j in range(width):
             pixels[j] = _clip8(acc[j])
         for c in range(3):

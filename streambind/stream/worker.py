@@ -148,10 +148,12 @@ class EmbedWorker:
         emb = embeddings.detach().to("cpu").float().numpy()
         with self.publishing:
             # A window whose partition was revoked meanwhile is the new owner's to emit.
-            live = [i for i, (topic, _) in enumerate(good)
-                    if self.is_live is None or self.is_live(topic)]
-            for i in sorted(set(range(len(good))) - set(live)):
-                self.on_output(good[i][0], good[i][1].key, True)
+            live = []
+            for i, (topic, window) in enumerate(good):
+                if self.is_live is None or self.is_live(topic):
+                    live.append(i)
+                else:
+                    self.on_output(topic, window.key, True)  # done here; not published
             items = [EmbeddedWindow(good[i][1], emb[i], self.model) for i in live]
             futures = self.sink.publish(self.producer, items) if items else []
         for i, future in zip(live, futures, strict=True):
