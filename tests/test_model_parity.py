@@ -1,5 +1,11 @@
-"""Parity with the reference implementation and the official checkpoint layout."""
+"""Parity with the reference implementation and the official checkpoint layout.
 
+The reference fixtures ship in tests/fixtures/imagebind/ (see its README): these tests fail,
+never skip, when one is missing. The project's shared workspace keeps the originals; when it
+is present next to the repository, the shipped copies must be byte-identical to them.
+"""
+
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,21 +20,47 @@ from streambind.model import (
     tokenize,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "imagebind"
 PARITY = FIXTURES / "parity_tiny.pt"
 HUGE_SHAPES = FIXTURES / "imagebind_huge_state_dict_shapes.json"
+# Where the originals live: the shared workspace beside the repository (absent on a clone).
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind"
+FIXTURE_SHA256 = {
+    "imagebind_huge_state_dict_shapes.json":
+        "44ea00bd3a10d7ed129041f2f85ecadfbdbe9cfcb6c0ff1e25a9cf54664d516b",
+    "parity_tiny.pt": "110257d928cccaf00d9d8bd446a1f8364c6e9fd4ffcbc4bf5a54a566d06432dd",
+}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def parity():
-    if not PARITY.is_file():
-        pytest.skip(f"reference fixture {PARITY.name} not found in {FIXTURES} (../shared absent)")
     return torch.load(PARITY, weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def reference_model(parity):
     return ImageBind.from_reference(parity["config"], parity["state_dict"])
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_SHA256))
+def test_shipped_fixture_is_the_recorded_file(name):
+    path = FIXTURES / name
+    assert path.is_file(), f"{path} is missing: the parity fixtures ship with the repository"
+    assert _sha256(path) == FIXTURE_SHA256[name]
+    # The README states the same digest, so the documentation cannot drift from the file.
+    assert FIXTURE_SHA256[name] in (FIXTURES / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_SHA256))
+def test_shipped_fixture_is_byte_identical_to_the_shared_original(name):
+    original = SHARED / name
+    if not original.is_file():
+        pytest.skip("no shared workspace beside this clone to compare with")
+    assert (FIXTURES / name).read_bytes() == original.read_bytes()
 
 
 def rel_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -74,8 +106,6 @@ def test_subset_model_matches_reference_for_its_tower(parity):
 
 
 def test_huge_preset_matches_official_keys_and_shapes():
-    if not HUGE_SHAPES.is_file():
-        pytest.skip(f"{HUGE_SHAPES.name} not found in {FIXTURES} (../shared absent)")
     official = json.loads(HUGE_SHAPES.read_text())
     with torch.device("meta"):  # no memory for the 1.2B parameters
         model = ImageBind(ImageBindConfig.huge())
