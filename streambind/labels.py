@@ -22,17 +22,20 @@ set version through an injected ``embed_text`` function.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from streambind import MODALITIES
 from streambind.errors import ConfigError
+from streambind.stream.schemas import load_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +46,8 @@ LOGIT_SCALE = 100.0
 """CLIP's softmax temperature for zero-shot scores (ImageBind's text tower learns ~100)."""
 
 SCORINGS = ("softmax", "cosine")
-MAX_LABELS = 1024
-MAX_PROMPTS_PER_LABEL = 64
+LABEL_SET_SCHEMA = "label_set.schema.json"
+"""The JSON Schema every label set is checked against (``schemas/``)."""
 
 PROMPT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "vision": ("a photo of {}.", "a video of {}.", "a blurry photo of {}."),
@@ -79,35 +82,31 @@ class LabelSet:
     scoring: str = "softmax"
 
     @classmethod
-    def from_dict(cls, doc: Mapping) -> LabelSet:
-        """Validate a decoded label-set document; raises ``ConfigError`` naming the problem."""
-        if not isinstance(doc, Mapping):
-            raise ConfigError("label set must be a JSON object")
-        name = doc.get("name")
-        version = doc.get("version")
-        raw_labels = doc.get("labels")
-        if not isinstance(name, str) or not name:
-            raise ConfigError("label set needs a non-empty string 'name'")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-            raise ConfigError(f"label set {name!r}: 'version' must be a non-negative integer")
-        if not isinstance(raw_labels, list) or not raw_labels:
-            raise ConfigError(f"label set {name!r}: 'labels' must be a non-empty list")
-        if len(raw_labels) > MAX_LABELS:
-            raise ConfigError(f"label set {name!r}: more than {MAX_LABELS} labels")
-        labels = tuple(_parse_label(name, item) for item in raw_labels)
-        names = [label.name for label in labels]
-        if len(set(names)) != len(names):
+    def from_dict(cls, doc: object) -> LabelSet:
+        """Validate a decoded label-set document against ``schemas/label_set.schema.json``;
+        raises ``ConfigError`` naming the first problem (where and what)."""
+        valid = validate_label_set_doc(doc)
+        name = valid["name"]
+        label_names = [item["name"] for item in valid["labels"]]
+        if len(set(label_names)) != len(label_names):
             raise ConfigError(f"label set {name!r}: duplicate label names")
-        top_k = doc.get("top_k", 5)
-        hysteresis = doc.get("hysteresis", 0.05)
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"label set {name!r}: 'top_k' must be a positive integer")
-        if not isinstance(hysteresis, int | float) or not 0 <= hysteresis < 1:
-            raise ConfigError(f"label set {name!r}: 'hysteresis' must be in [0, 1)")
-        scoring = doc.get("scoring", "softmax")
-        if scoring not in SCORINGS:
-            raise ConfigError(f"label set {name!r}: 'scoring' must be one of {SCORINGS}")
-        return cls(name, version, labels, top_k, float(hysteresis), scoring)
+        labels = tuple(
+            Label(
+                item["name"],
+                tuple(item.get("prompts", [item["name"]])),
+                tuple(item.get("modalities", LABEL_MODALITIES)),
+                float(item.get("threshold", 0.0)),
+            )
+            for item in valid["labels"]
+        )
+        return cls(
+            name,
+            int(valid["version"]),  # JSON Schema counts 3.0 as an integer
+            labels,
+            int(valid.get("top_k", 5)),
+            float(valid.get("hysteresis", 0.05)),
+            valid.get("scoring", "softmax"),
+        )
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> LabelSet:
@@ -154,34 +153,29 @@ class LabelSet:
         return tuple(label for label in self.labels if modality in label.modalities)
 
 
-def _parse_label(set_name: str, item: object) -> Label:
-    if not isinstance(item, Mapping):
-        raise ConfigError(f"label set {set_name!r}: every label must be an object")
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"label set {set_name!r}: a label needs a non-empty 'name'")
-    prompts = item.get("prompts", [name])
-    if (
-        not isinstance(prompts, list)
-        or not prompts
-        or len(prompts) > MAX_PROMPTS_PER_LABEL
-        or not all(isinstance(p, str) and p.strip() for p in prompts)
-    ):
-        raise ConfigError(
-            f"label {name!r}: 'prompts' must be 1-{MAX_PROMPTS_PER_LABEL} non-empty strings"
-        )
-    modalities = item.get("modalities", list(LABEL_MODALITIES))
-    if not isinstance(modalities, list) or not modalities:
-        raise ConfigError(f"label {name!r}: 'modalities' must be a non-empty list")
-    unknown = sorted(set(modalities) - set(LABEL_MODALITIES))
-    if unknown:
-        raise ConfigError(f"label {name!r}: unknown modalities {unknown}")
-    threshold = item.get("threshold", 0.0)
-    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
-        raise ConfigError(f"label {name!r}: 'threshold' must be a number")
-    if not -1.0 <= threshold <= 1.0:
-        raise ConfigError(f"label {name!r}: 'threshold' must be in [-1, 1]")
-    return Label(name, tuple(prompts), tuple(modalities), float(threshold))
+@functools.cache
+def _label_set_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_json(LABEL_SET_SCHEMA))
+
+
+def validate_label_set_doc(doc: object) -> Mapping[str, Any]:
+    """Check a decoded document against the label-set JSON Schema and return it;
+    ``ConfigError`` if it does not conform.
+
+    The message names the set (when it has a usable name), the path of the offending value
+    (``labels/0/modalities/0``) and what is wrong with it, cut to a readable length.
+    """
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_label_set_validator().iter_errors(doc))
+    if error is None:
+        return doc  # type: ignore[return-value]  # the schema says it is an object
+    name = doc.get("name") if isinstance(doc, Mapping) else None
+    where = "/".join(str(part) for part in error.absolute_path) or "document"
+    subject = f"label set {name!r}" if isinstance(name, str) and name else "label set"
+    raise ConfigError(f"{subject}: {where}: {error.message:.300}")
 
 
 def prompt_texts(label: Label, modality: str) -> list[str]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import torch
 from prometheus_client import REGISTRY
 
+from streambind.errors import ServeError
 from streambind.labels import LabelRegistry
 from streambind.serve.label_feed import MAX_LABEL_RECORD_BYTES, LabelFeed
 
@@ -94,3 +96,65 @@ def test_bad_records_are_rejected_with_a_reason_and_counted(
     assert "streambind.labels[0]@7" in caplog.text and reason in caplog.text
     assert feed.counts["rejected"] == 1 and rejected_metric() == before + 1
     assert in_force(registry) == {"home": 1}  # the set in force is untouched
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {**DOC, "labels": [{"name": "dog", "modalities": [["audio"]]}]},  # a TypeError before
+        {**DOC, "labels": [{"name": "dog", "prompts": [["a dog"]]}]},
+        {**DOC, "labels": [{"name": "dog", "threshold": "0.3"}]},
+        {**DOC, "labels": [{"name": ["dog"]}]},
+        {**DOC, "labels": {"dog": {}}},
+        {**DOC, "version": 2.5},
+        {**DOC, "top_k": "3"},
+        [DOC],
+    ],
+)
+def test_records_of_the_wrong_type_are_rejected_not_raised(feed, registry, caplog, bad):
+    feed.handle(b"home", record(DOC))
+    with caplog.at_level(logging.ERROR, logger="streambind.serve.label_feed"):
+        assert feed.handle(b"home", record(bad), "streambind.labels[0]@9") == "rejected"
+    assert "streambind.labels[0]@9" in caplog.text and "label set" in caplog.text
+    assert in_force(registry) == {"home": 1}
+    assert feed.handle(b"home", record({**DOC, "version": 2})) == "applied"  # still working
+
+
+@pytest.mark.broker
+def test_the_feed_thread_survives_a_bad_record_and_applies_later_versions(
+    bootstrap, make_topic, registry
+):
+    from kafka import KafkaProducer
+
+    topic = make_topic("streambind.labels")
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    bad = {**DOC, "version": 2, "labels": [{"name": "dog", "modalities": [["audio"]]}]}
+    for doc in (DOC, bad, {**DOC, "version": 3}):
+        producer.send(topic, key=b"home", value=record(doc)).get(timeout=10)
+    producer.close()
+    feed = LabelFeed(registry, topic, {"bootstrap_servers": bootstrap}).start()
+    try:
+        deadline = time.monotonic() + 30
+        while in_force(registry).get("home") != 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert in_force(registry) == {"home": 3}
+        assert feed.counts == {"applied": 2, "stale": 0, "removed": 0, "rejected": 1}
+        assert feed.alive and feed.error is None
+    finally:
+        feed.stop()
+    assert not feed.alive
+
+
+def test_a_dead_feed_thread_fails_the_replica_health_check(registry):
+    from streambind.serve.ingest import check_parts
+
+    class Runner:  # the consumer loop's only attribute the probe reads
+        error = None
+
+    # No broker at this address: the client gives up and the feed thread dies.
+    unreachable = {"bootstrap_servers": "127.0.0.1:9", "api_version_auto_timeout_ms": 300}
+    feed = LabelFeed(registry, "streambind.labels", unreachable).start()
+    feed._thread.join(30)
+    assert not feed.alive and feed.error is not None
+    with pytest.raises(ServeError, match="label feed stopped"):
+        check_parts(Runner(), feed)

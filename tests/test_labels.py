@@ -2,12 +2,15 @@
 
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from streambind.errors import ConfigError
 from streambind.labels import (
+    LABEL_MODALITIES,
     LOGIT_SCALE,
     PROMPT_TEMPLATES,
     Hysteresis,
@@ -20,6 +23,7 @@ from streambind.labels import (
     zero_shot_scores,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 DOC = {
     "name": "home",
     "version": 1,
@@ -58,21 +62,53 @@ def test_from_file_reads_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"name": ""}, "non-empty string 'name'"),
-        ({"version": -1}, "'version'"),
-        ({"version": True}, "'version'"),
-        ({"labels": []}, "non-empty list"),
+        ({"name": ""}, "name: '' should be non-empty"),
+        ({"version": -1}, "version: -1 is less than the minimum"),
+        ({"version": True}, "version: True is not of type 'integer'"),
+        ({"version": "2"}, "version: '2' is not of type 'integer'"),
+        ({"labels": []}, "labels: [] should be non-empty"),
         ({"labels": [{"name": "a"}, {"name": "a"}]}, "duplicate"),
-        ({"labels": [{"name": "a", "threshold": 2}]}, "'threshold'"),
-        ({"scoring": "sigmoid"}, "'scoring'"),
-        ({"labels": [{"name": "a", "modalities": ["smell"]}]}, "unknown modalities"),
-        ({"labels": [{"name": "a", "prompts": [""]}]}, "'prompts'"),
-        ({"top_k": 0}, "'top_k'"),
+        ({"labels": [{"name": "a", "threshold": 2}]}, "labels/0/threshold: 2 is greater"),
+        ({"labels": [{"name": "a", "threshold": "high"}]}, "labels/0/threshold"),
+        ({"scoring": "sigmoid"}, "scoring: 'sigmoid' is not one of"),
+        ({"labels": [{"name": "a", "modalities": ["smell"]}]}, "labels/0/modalities/0: 'smell'"),
+        ({"labels": [{"name": "a", "modalities": [["audio"]]}]}, "labels/0/modalities/0"),
+        ({"labels": [{"name": "a", "modalities": "audio"}]}, "labels/0/modalities"),
+        ({"labels": [{"name": "a", "prompts": [""]}]}, "labels/0/prompts/0"),
+        ({"labels": [{"name": "a", "prompts": ["  "]}]}, "labels/0/prompts/0"),
+        ({"labels": [{"name": "a", "prompts": [1]}]}, "labels/0/prompts/0"),
+        ({"labels": [{"name": "a", "prompts": ["x"] * 65}]}, "labels/0/prompts"),
+        ({"labels": [{"name": "a", "treshold": 0.3}]}, "'treshold' was unexpected"),
+        ({"labels": [{"name": 7}]}, "labels/0/name"),
+        ({"labels": ["a"]}, "labels/0"),
+        ({"labels": [{"name": f"l{i}"} for i in range(1025)]}, "labels"),
+        ({"top_k": 0}, "top_k"),
+        ({"hysteresis": 1}, "hysteresis"),
     ],
 )
 def test_rejections_name_the_problem(change, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         LabelSet.from_dict({**DOC, **change})
+
+
+@pytest.mark.parametrize("doc", [None, [1], "home", 3])
+def test_a_document_that_is_not_an_object_is_a_config_error(doc):
+    with pytest.raises(ConfigError, match="not of type 'object'"):
+        LabelSet.from_dict(doc)
+
+
+def test_the_schema_file_accepts_the_shipped_label_sets():
+    import yaml
+
+    from streambind.demo import DEMO_LABELS
+
+    values = yaml.safe_load((ROOT / "helm" / "streambind" / "values.yaml").read_text())
+    for doc in (DOC, DEMO_LABELS, values["labels"]["labelSet"]):
+        assert LabelSet.from_dict(doc).name == doc["name"]
+    schema = json.loads((ROOT / "schemas" / "label_set.schema.json").read_text())
+    assert set(schema["$defs"]["label"]["properties"]["modalities"]["items"]["enum"]) == set(
+        LABEL_MODALITIES
+    )
 
 
 def test_bad_json_is_a_config_error():

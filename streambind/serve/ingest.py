@@ -42,6 +42,15 @@ def ensure_topics(bootstrap_kwargs: Mapping[str, Any], labels_topic: str) -> Non
         admin.close()
 
 
+def check_parts(runner: StreamRunner, feed: LabelFeed) -> None:
+    """Raise ``ServeError`` when the consumer loop failed or the label feed thread is gone
+    (a replica without its feed would keep labelling with outdated sets forever)."""
+    if runner.error is not None:
+        raise ServeError(f"consumer loop failed: {runner.error}")
+    if not feed.alive:
+        raise ServeError(f"label feed stopped: {feed.error or 'thread not running'}")
+
+
 class IngestReplica:
     """Consumer loop + label feed + labelled event sink, wired to the embedder handle."""
 
@@ -85,9 +94,8 @@ class IngestReplica:
         logger.info("ingest replica consuming as group %s", stream_config.group_id)
 
     def check_health(self) -> None:
-        """Ray Serve health probe: unhealthy once the consumer loop has died."""
-        if self._runner.error is not None:
-            raise ServeError(f"consumer loop failed: {self._runner.error}")
+        """Ray Serve health probe: unhealthy once the consumer loop or the label feed died."""
+        check_parts(self._runner, self._feed)
 
     def status(self) -> dict[str, Any]:
         """Model, metrics port, label sets in force, label records by outcome and the consumer

@@ -5,11 +5,16 @@ Every ingest replica reads the whole topic from the beginning with no consumer g
 newer than the set in force replaces it, and a tombstone (key = set name, no value) takes
 the set of that name out of force, whether it came from the topic or the labels file.
 
-A malformed record is rejected with its topic, partition, offset and reason in the log and
-counted in ``streambind_label_records_total{outcome="rejected"}``; the feed never stops on
-one. It is not copied to the dead-letter topic: every replica reads every label record
-again at each start, so each would dead-letter it again, and the compacted topic keeps the
-record where the log line points until a valid one replaces it.
+Every record is checked against ``schemas/label_set.schema.json``. A malformed record is
+rejected with its topic, partition, offset and reason in the log and counted in
+``streambind_label_records_total{outcome="rejected"}``; the feed never stops on one (an
+unexpected error while applying a record rejects that record too). A rejected record is
+not copied to the dead-letter topic: every replica reads every label record again at each
+start, so each would dead-letter it again, and the compacted topic keeps the record where
+the log line points until a valid one replaces it.
+
+Should the thread die all the same (the broker client failing for good), ``alive`` turns
+false and the ingest replica's health check fails, so Serve replaces the replica.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class LabelFeed:
         self._poll_timeout_s = poll_timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
         self.counts = {"applied": 0, "stale": 0, "removed": 0, "rejected": 0}
 
     def start(self) -> LabelFeed:
@@ -53,6 +59,11 @@ class LabelFeed:
         self._thread.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        """Whether the feed thread is running (false once it died or was stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop following and wait for the thread."""
         self._stop.set()
@@ -60,6 +71,13 @@ class LabelFeed:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as exc:  # noqa: BLE001 - reported through alive/error
+            logger.exception("label feed stopped")
+            self.error = exc
+
+    def _follow(self) -> None:
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(
@@ -90,6 +108,10 @@ class LabelFeed:
         except ConfigError as exc:
             outcome = "rejected"
             logger.error("rejected label record %s: %s", where or self._topic, exc)
+        except Exception as exc:  # noqa: BLE001 - one record must never stop the feed
+            outcome = "rejected"
+            logger.exception("rejected label record %s: %s: %s", where or self._topic,
+                             type(exc).__name__, exc)
         self.counts[outcome] += 1
         metrics.LABEL_RECORDS.labels(outcome=outcome).inc()
         return outcome
