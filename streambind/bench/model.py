@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from streambind.model.checkpoint import DTYPES
 from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
+from streambind.model.dtypes import DTYPES
 from streambind.model.imagebind import ImageBind
 from streambind.model.layers import set_attention_impl
 from streambind.model.tokenizer import tokenize

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from streambind.errors import ConfigError
 from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
+from streambind.model.keys import load_official_state_dict
 from streambind.model.towers import ModelInputError, Tower
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ class ImageBind(nn.Module):
 
         Returns the model in eval mode; loading is strict for the built towers.
         """
-        from streambind.model.checkpoint import load_official_state_dict
-
         config = ImageBindConfig.from_reference_kwargs(kwargs)
         with torch.device("meta"):
             model = cls(config, modalities)
