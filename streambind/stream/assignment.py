@@ -1,0 +1,140 @@
+"""Applying consumer-group changes: the partitions this member owns and their state.
+
+kafka-python runs the rebalance listener on its network thread
+(:class:`~streambind.stream.rebalance.RebalanceListener` only queues the change); the runner
+thread calls :meth:`Assignments.apply` before it touches the partitions again. A partition's
+state (:class:`~streambind.stream.partition.PartitionState`) is created on its first record,
+from the restart state stored with its committed offset (:meth:`Assignments.part`), and
+dropped on revocation (:meth:`Assignments.forget`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+
+from streambind.stream.commit import Committer
+from streambind.stream.config import StreamConfig
+from streambind.stream.offsets import OffsetTracker
+from streambind.stream.partition import IdleClock, PartitionState
+from streambind.stream.rebalance import rewind
+from streambind.stream.restart import load_side_topic, parse_state, pick_state, state_key
+from streambind.stream.windows import Windower
+
+logger = logging.getLogger(__name__)
+
+
+class Assignments:
+    """The assigned partitions' state and the application of rebalances (runner thread)."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        idle_clock: IdleClock,
+        changes: queue.SimpleQueue,
+        publishing: threading.RLock,
+        on_forget: Callable[[TopicPartition], None] = lambda tp: None,
+    ) -> None:
+        self.config = config
+        self.idle_clock = idle_clock
+        self.changes = changes  # filled by the RebalanceListener
+        self.publishing = publishing
+        self.on_forget = on_forget
+        self.committer: Committer | None = None  # set once the producer exists
+        self.parts: dict[TopicPartition, PartitionState] = {}
+        self._modality_of = config.modality_of()
+        self._side_state: dict[bytes, dict] | None = None
+        self._rewind_on_return: set[TopicPartition] = set()
+
+    # -- partition state ---------------------------------------------------------------
+
+    def part(self, consumer: KafkaConsumer, tp: TopicPartition) -> PartitionState:
+        """The state of ``tp``, created from its restart state on first use."""
+        part = self.parts.get(tp)
+        if part is None:
+            wm, floors = None, {}
+            doc = self.restart_doc(consumer, tp)
+            try:
+                wm = doc.get("wm")
+                floors = {str(d): int(f) for d, f in doc.get("dev", {}).items()}
+            except (ValueError, AttributeError, TypeError):
+                logger.warning("ignoring unreadable restart state of %s", tp)
+            spec = self.config.window_spec(self._modality_of[tp.topic])
+            windower = Windower(spec, self.idle_clock, partition=tp.partition,
+                                initial_watermark_ns=None if wm is None else int(wm))
+            part = self.parts[tp] = PartitionState(tp, windower, OffsetTracker(), floors=floors)
+        return part
+
+    def restart_doc(self, consumer: KafkaConsumer, tp: TopicPartition) -> dict:
+        """The restart state stored with the committed offset (metadata or side topic)."""
+        committed = consumer.committed(tp, metadata=True)
+        doc = parse_state(committed.metadata if committed is not None else None)
+        if doc or not self.config.state_topic:
+            return doc
+        if self._side_state is None:
+            self._side_state = load_side_topic(self.config.consumer_kwargs(),
+                                               self.config.state_topic, self.config.group_id)
+        docs = self._side_state.get(state_key(self.config.group_id, tp), [])
+        return pick_state(docs, None if committed is None else committed.offset,
+                          exact=self.config.exactly_once)
+
+    def is_live(self, part: object) -> bool:
+        """Whether ``part`` is still assigned here (the worker drops outputs of revoked ones)."""
+        return isinstance(part, PartitionState) and self.parts.get(part.tp) is part
+
+    # -- group changes -----------------------------------------------------------------
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop the state of revoked partitions; their records are replayed elsewhere."""
+        for tp in partitions:
+            if self.parts.pop(tp, None) is not None:
+                logger.info("partition %s revoked", tp)
+            if self.committer is not None:
+                self.committer.forget(tp)
+            self.on_forget(tp)
+
+    def apply(self, consumer: KafkaConsumer) -> set[TopicPartition]:
+        """Apply what the group changed (queued by the rebalance listener); returns the
+        partitions sent back to their committed offsets.
+
+        A revoked partition's state is dropped: at least once, its uncommitted tail is
+        replayed by the new owner. Exactly once, the open transaction is aborted as well
+        (its offsets can no longer commit: the group generation moved on), with the state
+        of every partition. A partition that comes back to this member after its state was
+        dropped (or that it kept) starts from its committed offset and restart state, as any
+        new owner does: the consumer would otherwise keep its position past those records.
+        """
+        rewound: set[TopicPartition] = set()
+        while True:
+            try:
+                change, partitions = self.changes.get_nowait()
+            except queue.Empty:
+                return rewound
+            self._side_state = None  # re-read: another member may have written it
+            if change == "revoked":
+                with self.publishing:
+                    if self.config.exactly_once and self.committer is not None:
+                        self.committer.restart_transaction()
+                        partitions = list(self.parts)
+                    self.forget(partitions)
+                kept = [tp for tp in partitions if tp in consumer.assignment()]
+                self.rewind(consumer, kept)  # exactly once, with a cooperative assignor
+                rewound.update(kept)
+                self._rewind_on_return.update(set(partitions) - set(kept))
+                continue
+            assigned = consumer.assignment()  # a later rebalance may have moved some on
+            fresh = [tp for tp in partitions
+                     if tp in self._rewind_on_return and tp in assigned and tp not in self.parts]
+            self.rewind(consumer, fresh)
+            self._rewind_on_return.difference_update(fresh)
+            rewound.update(fresh)
+
+    def rewind(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Send ``partitions`` back to their committed offsets (see :func:`rewind`)."""
+        rewind(consumer, partitions, self.config.auto_offset_reset)
+        for tp in partitions:
+            self.on_forget(tp)

@@ -1,0 +1,89 @@
+"""Record intake: decode and validate each polled record, feed its partition's windower,
+and send rejects to the dead-letter topic.
+
+A reject never stops the loop: it is written to ``dlq_topic`` with the original key, value
+and headers plus the error headers (:func:`~streambind.stream.records.dlq_headers`), and
+its offset is held in the partition's tracker until the broker acknowledges the write, so
+a commit never passes a dead letter that could still be lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from streambind import metrics
+from streambind.errors import RecordError
+from streambind.stream.assignment import Assignments
+from streambind.stream.config import StreamConfig
+from streambind.stream.dispatch import WindowDispatch
+from streambind.stream.partition import PartitionState
+from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record, dlq_headers
+from streambind.stream.stats import RunnerStats
+from streambind.stream.windows import WindowKey
+
+logger = logging.getLogger(__name__)
+
+
+class RecordIntake:
+    """Turns polled records into windower input or dead letters (runner thread)."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        producer: Any,
+        assignments: Assignments,
+        dispatch: WindowDispatch,
+        stats: RunnerStats,
+    ) -> None:
+        self.config = config
+        self.producer = producer
+        self.assignments = assignments
+        self.dispatch = dispatch
+        self.stats = stats
+        self._modality_of = config.modality_of()
+        self.options = DecodeOptions(
+            max_future_ns=round(config.max_future_s * NS_PER_S),
+            frame_interval_ns=config.frame_interval_ms * 1_000_000,
+        )
+
+    def handle(self, consumer: KafkaConsumer, tp: TopicPartition, msg: Any) -> None:
+        """Decode ``msg`` (a kafka-python ConsumerRecord of ``tp``) into its windows."""
+        modality = self._modality_of[tp.topic]
+        part = self.assignments.part(consumer, tp)
+        tracker, windower = part.tracker, part.windower
+        try:
+            chunks = decode_record(modality, msg.key, msg.value, msg.headers,
+                                   partition=tp.partition, offset=msg.offset,
+                                   now_ns=time.time_ns(), options=self.options)
+        except RecordError as err:
+            self.dead_letter(part, msg, modality, err)
+            return
+        holds: set[WindowKey] = set()
+        part.devices.add(chunks[0].device_id)
+        for chunk in chunks:
+            holds.update(windower.add(chunk).keys)
+        tracker.consumed(tp.partition, msg.offset, holds)
+        outcome = "accepted" if holds else "late"
+        if holds:
+            self.stats.records_accepted += 1
+        else:
+            self.stats.records_late += 1
+        metrics.RECORDS.labels(modality, outcome).inc()
+
+    def dead_letter(self, part: PartitionState, msg: Any, modality: str, err: RecordError) -> None:
+        """Write ``msg`` to the DLQ with ``err``; its offset is held until acknowledged."""
+        tp = part.tp
+        logger.debug("dead-letter %s[%d]@%d: %s", tp.topic, tp.partition, msg.offset, err)
+        token = part.tracker.hold(tp.partition, msg.offset, "dlq")
+        future = self.producer.send(
+            self.config.dlq_topic, key=msg.key, value=msg.value,
+            headers=dlq_headers(msg.headers, err, tp.topic, tp.partition, msg.offset))
+        future.add_callback(lambda _md: self.dispatch.on_output(part, token, False))
+        future.add_errback(lambda exc: self.dispatch.on_output(part, exc, False))
+        self.stats.records_dlq += 1
+        metrics.RECORDS.labels(modality, "dlq").inc()
+        metrics.DLQ.labels(modality, err.reason).inc()
