@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streambind.sim.cli", "publish synthetic sensor streams"),
     "run": ("streambind.serve.cli", "run the pipeline on Ray Serve"),
     "demo": ("streambind.demo", "broker + simulator + pipeline with a live table"),
+    "world": ("streambind.world.cli", "the synthetic world: activities and prompts"),
 }
 
 BENCHES: dict[str, tuple[str, str]] = {
