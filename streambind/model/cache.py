@@ -1,4 +1,5 @@
-"""Download and cache of the official huge checkpoint, with SHA-256 checks."""
+"""The model cache: the official huge checkpoint (download, SHA-256 checks) and the world
+model's directory."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 HUGE_FILENAME = "imagebind_huge.pth"
 CACHE_ENV = "STREAMBIND_CACHE"
 SHA256_ENV = "STREAMBIND_IMAGEBIND_SHA256"
+WORLD_DIRNAME = "world"
+MANIFEST_NAME = "manifest.json"  # of a bound-model directory (streambind.model.bound)
 
 
 def default_cache_dir() -> Path:
@@ -39,6 +42,18 @@ def checkpoint_cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Pa
 def huge_checkpoint_available(cache_dir: str | os.PathLike[str] | None = None) -> bool:
     """Whether the huge checkpoint is already in the cache (no download, no hashing)."""
     return checkpoint_cache_path(cache_dir).is_file()
+
+
+def world_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the world model (``--model world``) is cached: ``<cache dir>/world/``, a
+    bound-model directory written by ``streambind world --train``."""
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return base / WORLD_DIRNAME
+
+
+def world_model_available(cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the world model has been built (its manifest exists; nothing is read)."""
+    return (world_model_dir(cache_dir) / MANIFEST_NAME).is_file()
 
 
 def _sidecar(path: Path) -> Path:

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from streambind.errors import CheckpointError
+from streambind.errors import CheckpointError, ConfigError
+from streambind.model.bound import load_bound_model, resolve_model_dir
 from streambind.model.cache import HUGE_URL, ensure_huge_checkpoint
 from streambind.model.config import ImageBindConfig
 from streambind.model.dtypes import DTYPES, resolve_dtype
@@ -93,6 +94,12 @@ def load_imagebind(
       without touching the global RNG). For tests and the offline demo.
     - ``"huge-untrained"``: the huge architecture initialised the same way: the official
       model's cost without its weights, for benchmarks on machines that lack them.
+    - ``"world"``: the world model, trained on the synthetic world by
+      ``streambind world --train`` and cached in ``<cache_dir>/world/``;
+      :class:`~streambind.model.bound.WorldModelMissingError` says how to build it.
+    - a bound-model directory (:mod:`streambind.model.bound`, written by
+      ``streambind bind``): its base plus its bound towers, every file checked against the
+      manifest's SHA-256. Its config comes from the manifest (``config`` must be None).
     - a path to an official-layout ``.pth`` file, or such a state dict.
 
     ``config`` defaults to the huge preset for checkpoints (the tiny one for ``"tiny"``).
@@ -100,10 +107,30 @@ def load_imagebind(
     dtype or ``"fp32"``/``"bf16"``/``"fp16"``.
     """
     dtype = resolve_dtype(dtype)
-    if isinstance(source, str) and source in UNTRAINED_PRESETS:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
-            model = ImageBind(config or UNTRAINED_PRESETS[source](), modalities)
+    model_dir = None if isinstance(source, Mapping) else resolve_model_dir(source, cache_dir)
+    if model_dir is not None:
+        if config is not None:
+            raise ConfigError(f"{model_dir} is a model directory: its manifest gives the config")
+
+        def named_base(name: str, towers: list[str], base_config: ImageBindConfig):
+            if name == "huge":
+                path = ensure_huge_checkpoint(cache_dir, url=url, download=download,
+                                              expected_sha256=expected_sha256,
+                                              progress=progress)
+                expected_config = ImageBindConfig.huge()
+            else:
+                expected_config = UNTRAINED_PRESETS[name]()
+            if base_config != expected_config:
+                raise CheckpointError(
+                    f"{model_dir}: the manifest's base config is not the {name!r} preset's"
+                )
+            if name == "huge":
+                return read_checkpoint(path)
+            return _untrained(name, None, towers).state_dict()
+
+        model = load_bound_model(model_dir, modalities=modalities, load_named_base=named_base)
+    elif isinstance(source, str) and source in UNTRAINED_PRESETS:
+        model = _untrained(source, config, modalities)
     else:
         if isinstance(source, Mapping):
             state_dict = source
@@ -120,3 +147,10 @@ def load_imagebind(
             model = ImageBind(config or ImageBindConfig.huge(), modalities)
         load_official_state_dict(model, state_dict)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _untrained(
+    name: str, config: ImageBindConfig | None, modalities: Iterable[str] | None
+) -> ImageBind:
+    # The same weights on every machine, and per tower whichever towers are built.
+    return ImageBind(config or UNTRAINED_PRESETS[name](), modalities, seed=TINY_SEED)

@@ -141,16 +141,69 @@ class ImageBindConfig:
     depth: DepthConfig = field(default_factory=DepthConfig)
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
     imu: ImuConfig = field(default_factory=ImuConfig)
+    # Towers bound to the space after the six (streambind.model.kinds), built in the same
+    # loop; each is named by its config's ``modality``.
+    extra: tuple[TowerConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.embed_dim <= 0:
+            raise ConfigError("embed_dim must be positive")
+        names = [t.modality for t in self.extra]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in MODEL_MODALITIES})
+        if clash:
+            raise ConfigError(f"extra towers with taken names: {', '.join(clash)}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Every tower's name: the six in checkpoint order, then the extra towers."""
+        return MODEL_MODALITIES + tuple(t.modality for t in self.extra)
 
     def tower(self, modality: str) -> TowerConfig:
         """The config of one tower, by modality name."""
-        if modality not in MODEL_MODALITIES:
-            raise ConfigError(f"unknown modality {modality!r}; expected one of {MODEL_MODALITIES}")
-        return getattr(self, modality)
+        if modality in MODEL_MODALITIES:
+            return getattr(self, modality)
+        for cfg in self.extra:
+            if cfg.modality == modality:
+                return cfg
+        raise ConfigError(f"unknown modality {modality!r}; expected one of {self.modalities}")
 
     def towers(self) -> dict[str, TowerConfig]:
-        """All tower configs keyed by modality, in checkpoint order."""
-        return {m: self.tower(m) for m in MODEL_MODALITIES}
+        """All tower configs keyed by modality, in checkpoint order (extra towers last)."""
+        return {m: self.tower(m) for m in self.modalities}
+
+    def with_towers(self, *configs: TowerConfig) -> ImageBindConfig:
+        """A copy with more extra towers (names must be new)."""
+        return dataclasses.replace(self, extra=self.extra + tuple(configs))
+
+    def base_dict(self) -> dict[str, Any]:
+        """The six towers' config as JSON-ready data (extra towers are stored per tower)."""
+        doc = dataclasses.asdict(self)
+        doc.pop("extra")
+        return doc
+
+    @classmethod
+    def from_base_dict(cls, doc: Mapping[str, Any]) -> ImageBindConfig:
+        """Inverse of :meth:`base_dict`; ``ConfigError`` on unknown or malformed fields."""
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("embed_dim"), int):
+            raise ConfigError("a model config needs an integer embed_dim")
+        unknown = sorted(set(doc) - {"embed_dim", *MODEL_MODALITIES})
+        if unknown:
+            raise ConfigError(f"unknown model config fields: {', '.join(unknown)}")
+        towers: dict[str, TowerConfig] = {}
+        for m in MODEL_MODALITIES:
+            fields = doc.get(m, {})
+            tower_cls = TOWER_CONFIGS[m]
+            known = {f.name for f in dataclasses.fields(tower_cls)}
+            if not isinstance(fields, Mapping) or set(fields) - known:
+                raise ConfigError(f"bad {m} tower config: {fields!r}")
+            fields = dict(fields)
+            if "patch_size" in fields:  # JSON has no tuples
+                fields["patch_size"] = tuple(fields["patch_size"])
+            try:
+                towers[m] = tower_cls(**fields)
+            except TypeError as exc:
+                raise ConfigError(f"bad {m} tower config: {exc}") from exc
+        return cls(embed_dim=doc["embed_dim"], **towers)  # type: ignore[arg-type]
 
     @classmethod
     def huge(cls) -> ImageBindConfig:

@@ -1,4 +1,7 @@
-"""One tower per modality: stem (input -> tokens), transformer trunk, head, logit scale."""
+"""One tower per modality: stem (input -> tokens), transformer trunk, head, logit scale.
+
+The six towers of ImageBind and the bound ``series``/``frame`` kinds share these stems.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from streambind.model.config import (
     TowerConfig,
     VisionConfig,
 )
+from streambind.model.kinds import FrameConfig, SeriesConfig
 from streambind.model.layers import TRUNK_LN_EPS, Attention, Transformer
 
 
@@ -88,19 +92,16 @@ class VisionStem(PatchStem):
 
 
 class Conv2dStem(PatchStem):
-    """(B, 1, H, W) spectrogram, depth or thermal map -> (B, 1 + N, D) tokens."""
+    """(B, 1, H, W) spectrogram, depth/thermal map or bound frame -> (B, 1 + N, D) tokens."""
 
     input_ndims = (4,)
 
-    def __init__(self, cfg: AudioConfig | DepthConfig | ThermalConfig):
-        if isinstance(cfg, AudioConfig):
-            size, stride = (cfg.num_mel_bins, cfg.target_len), cfg.stride
-        else:
-            size, stride = (cfg.image_size, cfg.image_size), cfg.kernel_size
-        grid = [(s - cfg.kernel_size) // stride + 1 for s in size]
-        proj = nn.Conv2d(1, cfg.width, kernel_size=cfg.kernel_size, stride=stride, bias=False)
-        super().__init__(proj, cfg.width, math.prod(grid), norm=True)
-        self.modality = cfg.modality
+    def __init__(self, modality: str, size: tuple[int, int], kernel: int, stride: int,
+                 width: int):
+        grid = [(s - kernel) // stride + 1 for s in size]
+        proj = nn.Conv2d(1, width, kernel_size=kernel, stride=stride, bias=False)
+        super().__init__(proj, width, math.prod(grid), norm=True)
+        self.modality = modality
         self.input_shape = (1, *size)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -108,23 +109,27 @@ class Conv2dStem(PatchStem):
         return self.tokens(x)
 
 
-class ImuStem(nn.Module):
-    """(B, 6, 2000) IMU -> windows of 8 samples x 6 channels -> (B, 1 + 250, D) tokens."""
+class SeriesStem(nn.Module):
+    """(B, C, T) series -> windows of k samples x C channels -> (B, 1 + T/k, D) tokens.
+
+    The IMU tower is this stem with C=6, T=2000, k=8; bound ``series`` towers choose theirs.
+    """
 
     input_ndims = (3,)
 
-    def __init__(self, cfg: ImuConfig):
+    def __init__(self, modality: str, channels: int, samples: int, kernel: int, width: int):
         super().__init__()
-        self.kernel_size = cfg.kernel_size
-        self.input_shape = (cfg.channels, cfg.length)
-        self.proj = nn.Linear(cfg.channels * cfg.kernel_size, cfg.width, bias=False)
-        self.norm = nn.LayerNorm(cfg.width)
-        self.cls_token = nn.Parameter(torch.empty(1, 1, cfg.width))
-        self.pos_embed = nn.Parameter(torch.empty(1, 1 + cfg.length // cfg.kernel_size, cfg.width))
+        self.modality = modality
+        self.kernel_size = kernel
+        self.input_shape = (channels, samples)
+        self.proj = nn.Linear(channels * kernel, width, bias=False)
+        self.norm = nn.LayerNorm(width)
+        self.cls_token = nn.Parameter(torch.empty(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.empty(1, 1 + samples // kernel, width))
         self.pool_at_cls = True
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_shape("imu", x, self.input_shape)
+        _check_shape(self.modality, x, self.input_shape)
         B, C, _ = x.shape
         # (B, C, T) -> (B, C, N, k) -> (B, N, C, k) -> (B, N, C*k): a window is channel-major.
         x = x.unfold(-1, self.kernel_size, self.kernel_size).permute(0, 2, 1, 3)
@@ -201,10 +206,19 @@ def _make_stem(cfg: TowerConfig) -> nn.Module:
         return VisionStem(cfg)
     if isinstance(cfg, TextConfig):
         return TextStem(cfg)
-    if isinstance(cfg, AudioConfig | DepthConfig | ThermalConfig):
-        return Conv2dStem(cfg)
+    if isinstance(cfg, AudioConfig):
+        return Conv2dStem("audio", (cfg.num_mel_bins, cfg.target_len), cfg.kernel_size,
+                          cfg.stride, cfg.width)
+    if isinstance(cfg, DepthConfig | ThermalConfig):
+        size = (cfg.image_size, cfg.image_size)
+        return Conv2dStem(cfg.modality, size, cfg.kernel_size, cfg.kernel_size, cfg.width)
+    if isinstance(cfg, FrameConfig):
+        return Conv2dStem(cfg.modality, (cfg.height_px, cfg.width_px), cfg.patch_px,
+                          cfg.patch_px, cfg.width)
     if isinstance(cfg, ImuConfig):
-        return ImuStem(cfg)
+        return SeriesStem("imu", cfg.channels, cfg.length, cfg.kernel_size, cfg.width)
+    if isinstance(cfg, SeriesConfig):
+        return SeriesStem(cfg.modality, cfg.channels, cfg.samples, cfg.patch_samples, cfg.width)
     raise TypeError(f"no stem for {type(cfg).__name__}")
 
 
