@@ -154,3 +154,45 @@ def test_malformed_records_go_to_the_dlq_and_good_ones_keep_flowing(bootstrap, m
                for e in events}
     assert len(windows) == n_windows
     assert runner.stats.records_dlq == len(MALFORMED_KINDS)
+
+
+def test_idle_clock_runs_after_a_restart_when_a_partition_has_only_old_data(
+        bootstrap, make_topic):
+    """A partition fully consumed before the restart (committed at its end, nothing new) must
+    not count as a backlog: the idle clock runs, so the other device's last window closes."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    cfg = make_config(bootstrap, make_topic, modalities=("audio", "imu"))
+    t0 = base_ns()
+    old = [(cfg.topic(m), r) for m, r in device_stream("dev-old", t0, {"imu": 10})]
+    send_records(bootstrap, old)
+    # The group consumed and committed all of it before this restart.
+    tp = TopicPartition(cfg.topic("imu"), 0)
+    committer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=cfg.group_id,
+                              enable_auto_commit=False, auto_offset_reset="earliest")
+    committer.assign([tp])
+    seen, deadline = 0, time.monotonic() + 20
+    while seen < len(old) and time.monotonic() < deadline:
+        seen += sum(len(m) for m in committer.poll(timeout_ms=200).values())
+    assert seen == len(old)
+    end = committer.position(tp)  # (the embedded broker's end_offsets() can lag behind)
+    committer.commit({tp: OffsetAndMetadata(end, "", -1)})
+    committer.close()
+    # New data of another device: 4 s of audio; its last window [2 s, 4 s) can only close
+    # by the idle timeout (the watermark stops 1 s short of it).
+    send_records(bootstrap, [(cfg.topic(m), r)
+                             for m, r in device_stream("dev-new", t0, {"audio": 4})])
+    expected = {(t0, t0 + 2 * S), (t0 + 2 * S, t0 + 4 * S)}
+    runner = StreamRunner(cfg, StandInEmbedder(dim=8))
+    events: list = []
+
+    def done() -> bool:
+        events[:] = read_topic(bootstrap, cfg.events_topic, idle_s=0.3, timeout_s=3)
+        return len(events) >= len(expected)
+
+    run_until(runner, done, timeout_s=25)
+    assert runner.error is None
+    got = {(json.loads(e.value)["window_start_ns"], json.loads(e.value)["window_end_ns"])
+           for e in events}
+    assert got == expected

@@ -2,17 +2,35 @@
 
 While the consumer is behind (replaying a backlog), device idleness means nothing: a device
 is not idle because its records still wait in Kafka, so the runner freezes the idle clock.
+"Behind" compares each partition's high-water mark with the consumer's *position* (the
+next offset it hands out), not with the offsets seen since the assignment: a partition
+consumed to its end before a restart, with nothing new, has seen no record since and is
+still not behind (otherwise the idle clock would stay frozen for good and no device on the
+replica would get its last windows).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from streambind.stream.config import StreamConfig
 from streambind.stream.rebalance import export_lag, watch_topics
+
+logger = logging.getLogger(__name__)
+
+
+def position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """The consumer's position on ``tp`` without waiting (None when not known yet)."""
+    try:
+        return consumer.position(tp, timeout_ms=0)
+    except (KafkaError, AssertionError) as exc:  # not assigned any more, or no position yet
+        logger.debug("no position for %s: %s", tp, exc)
+        return None
 
 
 class LagMonitor:
@@ -20,31 +38,34 @@ class LagMonitor:
 
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
-        self._last_offset: dict[TopicPartition, int] = {}
         self._next_lag_s = 0.0
 
     def behind(self, consumer: KafkaConsumer, batches: dict) -> bool:
-        """True while replaying a backlog: then device idleness means nothing."""
-        for tp, messages in batches.items():
-            if messages:
-                self._last_offset[tp] = messages[-1].offset
+        """True while records wait in Kafka (a backlog): then device idleness means nothing.
+
+        A full poll means more are waiting; otherwise a partition is behind when its
+        high-water mark (from the last fetch) is past the consumer's position. A partition
+        with no fetch response yet (no high-water mark) does not count.
+        """
         if sum(len(m) for m in batches.values()) >= self.config.max_poll_records:
             return True
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
-            if highwater is not None and highwater > self._last_offset.get(tp, -1) + 1:
+            if highwater is None:
+                continue
+            pos = position(consumer, tp)
+            if pos is None or highwater > pos:
                 return True
         return False
 
     def forget(self, tp: TopicPartition) -> None:
-        """Forget what was seen of ``tp`` (revoked, or sent back to its committed offset)."""
-        self._last_offset.pop(tp, None)
+        """Nothing is kept per partition (positions come from the consumer)."""
 
     def export(self, consumer: KafkaConsumer, topics: Iterable[str]) -> None:
         """Every ``lag_interval_s``: export the lag and look up topics not assigned yet."""
         now_s = time.monotonic()
         if now_s < self._next_lag_s:
             return
-        export_lag(consumer, self._last_offset)
+        export_lag(consumer, {})  # lag = high-water mark - position
         watch_topics(consumer, topics)
         self._next_lag_s = now_s + self.config.lag_interval_s
