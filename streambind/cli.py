@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("streambind.serve.cli", "run the pipeline on Ray Serve"),
     "demo": ("streambind.demo", "broker + simulator + pipeline with a live table"),
     "world": ("streambind.world.cli", "the synthetic world: activities and prompts"),
+    "remember": ("streambind.memories.remember_cli", "store embedded windows as memories"),
+    "search": ("streambind.memories.search_cli", "search memories by text, sound, image, example"),
 }
 
 BENCHES: dict[str, tuple[str, str]] = {
@@ -26,6 +28,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "features": ("streambind.bench.features", "batched featurizers vs per-clip loops"),
     "stream": ("streambind.bench.stream", "streaming core vs raw kafka-python consume"),
     "pipeline": ("streambind.bench.pipeline", "end-to-end windows/s vs embedder throughput"),
+    "memories": ("streambind.bench.memories", "memories store: recall, latency, ingest, freshness"),
 }
 
 

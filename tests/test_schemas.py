@@ -53,7 +53,8 @@ def test_modality_fields():
 def test_embeddings_schema():
     schema = schemas.embeddings_schema(1024)
     assert schema.names == ["device_id", "modality", "window_start_ns", "window_end_ns",
-                            "embedding", "model"]
+                            "embedding", "model", "window_id", "source_topic",
+                            "source_partition", "first_offset", "last_offset", "thumbnail"]
     assert schema.field("embedding").type == pa.list_(pa.float32(), 1024)
 
 

@@ -27,3 +27,19 @@ def event_id(
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def window_id(device_id: str, modality: str, start_ns: int, end_ns: int, model: str) -> str:
+    """sha256 (64 hex digits) over a window's device, modality, bounds and model.
+
+    The key of a memory (one stored embedded window): the same window embedded by the same
+    model always gets the same id, so replays upsert instead of duplicating. The fields are
+    hashed as a compact JSON array (``["window", device, modality, start, end, model]``);
+    the leading tag keeps it apart from :func:`event_id` over similar fields.
+    """
+    payload = json.dumps(
+        ["window", device_id, modality, int(start_ns), int(end_ns), model],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

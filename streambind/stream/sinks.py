@@ -21,8 +21,10 @@ import numpy as np
 import pyarrow as pa
 from kafka.future import Future
 
+from streambind import metrics
+from streambind.memories.preview import FRAME_MODALITIES, middle_frame, thumbnail_jpeg
 from streambind.stream.config import StreamConfig
-from streambind.stream.ids import event_id
+from streambind.stream.ids import event_id, window_id
 from streambind.stream.records import encode_batch
 from streambind.stream.schemas import embeddings_schema, load_json
 from streambind.stream.windows import ClosedWindow
@@ -107,20 +109,57 @@ def encode_event(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def encode_embeddings(items: Sequence[EmbeddedWindow]) -> bytes:
-    """An Arrow IPC stream of ``streambind.embeddings`` rows for ``items`` (same width D)."""
+def send_event(producer: Any, topic: str, event: dict[str, Any]) -> Future:
+    """Send one event (key = its id); the one place events and their labels are counted,
+    once the broker acknowledged the record (``streambind_events_total``,
+    ``streambind_labels_total``), so the counters match what reached the topic."""
+    future = producer.send(topic, key=event["event_id"].encode(), value=encode_event(event))
+    future.add_callback(_count_event, event["modality"], event["label_set"],
+                        [label["label"] for label in event["labels"]])
+    return future
+
+
+def _count_event(modality: str, label_set: str, labels: list[str], _metadata: object) -> None:
+    metrics.EVENTS.labels(modality).inc()
+    for label in labels:
+        metrics.LABELS.labels(label_set, label).inc()
+
+
+def encode_embeddings(items: Sequence[EmbeddedWindow], topic_of: Any = None) -> bytes:
+    """An Arrow IPC stream of ``streambind.embeddings`` rows for ``items`` (same width D).
+
+    Besides the embedding, each row carries its ``window_id`` (the memories key), a reference
+    to its source records and, for frame modalities, a small JPEG preview. ``topic_of`` maps
+    a modality to its sensor topic (``StreamConfig.topic``); default ``sensors.<modality>``.
+    """
     dim = int(items[0].embedding.shape[-1])
     schema = embeddings_schema(dim)
     flat = np.concatenate([np.asarray(i.embedding, dtype=np.float32).reshape(dim) for i in items])
+    windows = [i.window for i in items]
+    topic = topic_of or (lambda modality: f"sensors.{modality}")
+    offsets = [[c.offset for c in w.chunks] for w in windows]
     columns = [
-        pa.array([i.window.device_id for i in items], pa.string()),
-        pa.array([i.window.modality for i in items], pa.string()),
-        pa.array([i.window.start_ns for i in items], pa.int64()),
-        pa.array([i.window.end_ns for i in items], pa.int64()),
+        pa.array([w.device_id for w in windows], pa.string()),
+        pa.array([w.modality for w in windows], pa.string()),
+        pa.array([w.start_ns for w in windows], pa.int64()),
+        pa.array([w.end_ns for w in windows], pa.int64()),
         pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
         pa.array([i.model for i in items], pa.string()),
+        pa.array([window_id(w.device_id, w.modality, w.start_ns, w.end_ns, i.model)
+                  for w, i in zip(windows, items, strict=True)], pa.string()),
+        pa.array([topic(w.modality) for w in windows], pa.string()),
+        pa.array([w.partition for w in windows], pa.int32()),
+        pa.array([min(o) if o else None for o in offsets], pa.int64()),
+        pa.array([max(o) if o else None for o in offsets], pa.int64()),
+        pa.array([_preview(w) for w in windows], pa.binary()),
     ]
     return encode_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+
+
+def _preview(window: ClosedWindow) -> bytes | None:
+    if window.modality not in FRAME_MODALITIES:
+        return None
+    return thumbnail_jpeg(middle_frame(window.chunks, window.start_ns, window.end_ns))
 
 
 class EmbeddingSink:
@@ -139,10 +178,8 @@ class EmbeddingSink:
             if self.config.publish_embeddings:
                 sends.append(producer.send(
                     self.config.embeddings_topic, key=w.device_id.encode(),
-                    value=encode_embeddings([item]), headers=self._emb_header))
+                    value=encode_embeddings([item], self.config.topic), headers=self._emb_header))
             event = build_event(w, item.model)
-            sends.append(producer.send(
-                self.config.events_topic, key=event["event_id"].encode(),
-                value=encode_event(event)))
+            sends.append(send_event(producer, self.config.events_topic, event))
             out.append(all_of(sends))
         return out
