@@ -9,7 +9,7 @@ import pytest
 
 from streambind.stream.chunks import SensorChunk
 from streambind.stream.offsets import OffsetTracker, PendingToken
-from streambind.stream.windows import Windower, WindowKey, WindowSpec, restart_watermark_ns
+from streambind.stream.windows import Windower, WindowKey, WindowSpec
 
 MS = 1_000_000
 
@@ -135,7 +135,7 @@ def test_crash_and_replay_loses_no_window(crash_at):
                 inflight.remove((due, key))
             unreleased = tracker.unreleased(0)
             commit = (tracker.committable()[0],
-                      restart_watermark_ns(windower.watermark_ns, unreleased),
+                      windower.restart_states(unreleased),
                       {w.key for w in out if w.key not in unreleased})
         return out, commit
 
@@ -145,10 +145,10 @@ def test_crash_and_replay_loses_no_window(crash_at):
     original = Windower(s, clock=clock)
     full, _ = consume(original, OffsetTracker(), records)
     full += original.flush()
-    _, (committed, wm, acked) = consume(
+    _, (committed, states, acked) = consume(
         Windower(s, clock=clock), OffsetTracker(), records[:crash_at])
     assert acked  # some windows were acknowledged before the crash
-    replay = Windower(s, clock=clock, initial_watermark_ns=wm)
+    replay = Windower(s, clock=clock, restored=states)
     again, _ = consume(replay, OffsetTracker(), records[committed:])
     again += replay.flush()
     by_key = {w.key: w for w in again}

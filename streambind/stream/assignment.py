@@ -14,16 +14,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from streambind.stream.commit import Committer
 from streambind.stream.config import StreamConfig
-from streambind.stream.offsets import OffsetTracker
 from streambind.stream.partition import IdleClock, PartitionState
 from streambind.stream.rebalance import rewind
 from streambind.stream.restart import load_side_topic, parse_state, pick_state, state_key
-from streambind.stream.windows import Windower
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ class Assignments:
         self.publishing = publishing
         self.on_forget = on_forget
         self.committer: Committer | None = None  # set once the producer exists
+        self.sink: Any = None  # set by the runner: its restart state travels with commits
         self.parts: dict[TopicPartition, PartitionState] = {}
         self._modality_of = config.modality_of()
         self._side_state: dict[bytes, dict] | None = None
@@ -56,25 +56,17 @@ class Assignments:
         """The state of ``tp``, created from its restart state on first use."""
         part = self.parts.get(tp)
         if part is None:
-            wm, floors = None, {}
-            doc = self.restart_doc(consumer, tp)
-            try:
-                wm = doc.get("wm")
-                floors = {str(d): int(f) for d, f in doc.get("dev", {}).items()}
-            except (ValueError, AttributeError, TypeError):
-                logger.warning("ignoring unreadable restart state of %s", tp)
             spec = self.config.window_spec(self._modality_of[tp.topic])
-            windower = Windower(spec, self.idle_clock, partition=tp.partition,
-                                initial_watermark_ns=None if wm is None else int(wm))
-            part = self.parts[tp] = PartitionState(tp, windower, OffsetTracker(), floors=floors)
+            part = self.parts[tp] = PartitionState.restored(
+                tp, spec, self.idle_clock, self.restart_doc(consumer, tp), sink=self.sink)
         return part
 
     def restart_doc(self, consumer: KafkaConsumer, tp: TopicPartition) -> dict:
         """The restart state stored with the committed offset (metadata or side topic)."""
         committed = consumer.committed(tp, metadata=True)
         doc = parse_state(committed.metadata if committed is not None else None)
-        if doc or not self.config.state_topic:
-            return doc
+        if (doc and not doc.get("side")) or not self.config.state_topic:
+            return doc  # else: the broker dropped it, or it did not fit (on the state topic)
         if self._side_state is None:
             self._side_state = load_side_topic(self.config.consumer_kwargs(),
                                                self.config.state_topic, self.config.group_id)

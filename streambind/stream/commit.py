@@ -1,13 +1,16 @@
 """Offset commits with restart state, at least once or exactly once.
 
 What a partition may commit comes from its :class:`~streambind.stream.offsets.OffsetTracker`:
-never past the first record of a window whose outputs are not yet acknowledged. With each
-offset goes the restart state (watermark and per-device emitted-through marks, see
-:mod:`streambind.stream.restart`), in the commit metadata and, for brokers that drop
-metadata, on the state topic.
+never past the first record of a window (of any device) whose outputs are not yet
+acknowledged. With each offset goes the restart state (per device, see
+:mod:`streambind.stream.restart`), in the commit metadata when it fits and the broker keeps
+it, and on the state topic otherwise.
 
 - ``at_least_once``: the consumer commits the offsets; the state topic is written first,
-  so a crash between the two leaves the state ahead of the offset, which is safe.
+  so a crash between the two leaves the state ahead of the offset, which is safe. A commit
+  that fails because the group is rebalancing (``CommitFailedError`` and its kin) or
+  because the state could not be written is not fatal: nothing is marked committed, and the
+  next commit after the rebalance retries (the records are replayed at worst).
 - ``exactly_once``: outputs, dead letters, restart state and offsets go into one Kafka
   transaction per commit (KIP-447: the consumer's group metadata fences a member that lost
   its partitions). A crash aborts the open transaction, so ``read_committed`` readers never
@@ -22,18 +25,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    OffsetMetadataTooLargeError,
+    ProducerFencedError,
+    RebalanceInProgressError,
+    RetriableError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from streambind.errors import StreambindError
 from streambind.stream.config import StreamConfig
 from streambind.stream.partition import PartitionState
-from streambind.stream.restart import state_key
-from streambind.stream.windows import WindowKey, restart_watermark_ns
+from streambind.stream.restart import SIDE, state_key
 
 logger = logging.getLogger(__name__)
 
 STATE_WRITE_TIMEOUT_S = 30.0
+# A commit failing with these is retried at the next commit (after the rebalance).
+RETRIED_COMMIT_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError,
+                         UnknownMemberIdError, RetriableError)
+_SIDE_META = json.dumps(SIDE, separators=(",", ":"))
 
 
 class TransactionRestarted(StreambindError):
@@ -51,6 +66,9 @@ class Committer:
         self.commits = 0
         self._metadata_ok: bool | None = None  # does the broker keep commit metadata?
         self._committed: dict[TopicPartition, tuple[int, str]] = {}
+        self._docs: dict[TopicPartition, str] = {}  # full restart documents of ``offsets()``
+        self._max_metadata_bytes = config.max_commit_metadata_bytes
+        self.failed_commits = 0
 
     def begin(self) -> None:
         """Start the first transaction (exactly-once); also fences an older producer that
@@ -84,10 +102,13 @@ class Committer:
         """Commit what changed since the last commit; returns whether offsets were committed.
 
         In exactly-once mode the caller must have flushed the producer and released every
-        acknowledged window first, so that this transaction's outputs are all covered.
+        acknowledged window first, so that this transaction's outputs are all covered. At
+        least once, a commit refused because of a rebalance (or a state write that failed)
+        returns False and is retried by the next call.
         """
         offsets = self.offsets(parts)
-        need_state = bool(offsets) and bool(self.config.state_topic) and not self._metadata_ok
+        need_state = bool(offsets) and bool(self.config.state_topic) and (
+            not self._metadata_ok or any(om.metadata == _SIDE_META for om in offsets.values()))
         if self.transactional:
             try:
                 if offsets:
@@ -103,37 +124,59 @@ class Committer:
                 raise TransactionRestarted(f"transaction aborted: {exc}") from exc
             self.producer.begin_transaction()
         elif offsets:
-            if need_state:
-                self._write_state(offsets, wait=True)
-            consumer.commit(offsets)
+            if need_state and not self._write_state(offsets, wait=True):
+                self.failed_commits += 1
+                return False  # committing without its state could rebuild partial windows
+            try:
+                consumer.commit(offsets)
+            except OffsetMetadataTooLargeError:
+                self.failed_commits += 1
+                self._max_metadata_bytes = min(self._max_metadata_bytes, len(_SIDE_META))
+                logger.warning("the broker refused the commit metadata as too large; restart "
+                               "state goes to %s from now on", self.config.state_topic)
+                return False
+            except RETRIED_COMMIT_ERRORS as exc:
+                self.failed_commits += 1
+                logger.warning("commit failed (%s: %s); retrying after the rebalance",
+                               type(exc).__name__, exc)
+                return False
         if not offsets:
             return False
         if self._metadata_ok is None:
             self._check_metadata(consumer, offsets)
-        logger.debug("committed %s", {str(tp): (om.offset, om.metadata)
-                                      for tp, om in offsets.items()})
+        logger.debug("committed %s", {str(tp): om.offset for tp, om in offsets.items()})
         self.commits += 1
         for tp, om in offsets.items():
-            self._committed[tp] = (om.offset, om.metadata)
+            self._committed[tp] = (om.offset, self._docs[tp])
         return True
 
     def offsets(
         self, parts: Mapping[TopicPartition, PartitionState]
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Per partition, the committable offset and its restart state, where either moved."""
+        """Per partition, the committable offset and its restart state, where either moved.
+
+        The metadata is the restart document when it fits (and the broker keeps metadata),
+        else the marker that sends a restarted consumer to the state topic.
+        """
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, part in list(parts.items()):
-            offset = part.tracker.committable().get(tp.partition)
+            offset = part.commit_point()
             if offset is None:
                 continue
-            keys = [h for h in part.tracker.unreleased(tp.partition) if isinstance(h, WindowKey)]
-            wm = restart_watermark_ns(part.windower.watermark_ns, keys)
-            meta = json.dumps({"wm": wm, "dev": part.device_floors(keys, wm)},
-                              separators=(",", ":"))
-            if len(meta) > self.config.max_commit_metadata_bytes:
-                meta = json.dumps({"wm": wm})  # too many devices: at-least-once still holds
-            if self._committed.get(tp) != (offset, meta):
-                offsets[tp] = OffsetAndMetadata(offset, meta, -1)
+            doc = json.dumps(part.restart_doc(), separators=(",", ":"))
+            if self._committed.get(tp) == (offset, doc):
+                continue
+            self._docs[tp] = doc
+            meta = doc
+            if len(doc) > self._max_metadata_bytes or self._metadata_ok is False:
+                if self.config.state_topic:
+                    meta = _SIDE_META
+                elif len(doc) > self._max_metadata_bytes:
+                    logger.warning("restart state of %s (%d bytes) does not fit in the commit "
+                                   "metadata and there is no state topic: dropped", tp,
+                                   len(doc))
+                    meta = json.dumps({"v": SIDE["v"], "dev": {}})
+            offsets[tp] = OffsetAndMetadata(offset, meta, -1)
         return offsets
 
     def _check_metadata(
@@ -148,18 +191,28 @@ class Committer:
 
     def _write_state(
         self, offsets: Mapping[TopicPartition, OffsetAndMetadata], wait: bool
-    ) -> None:
-        """Write the restart state before the commit: a crash in between leaves it ahead."""
-        futures = [
-            self.producer.send(
-                self.config.state_topic, key=state_key(self.config.group_id, tp),
-                value=json.dumps({"offset": om.offset, **json.loads(om.metadata)}).encode())
-            for tp, om in offsets.items()
-        ]
-        if not wait:
-            return
+    ) -> bool:
+        """Write the restart state before the commit: a crash in between leaves it ahead.
+
+        Returns whether it was written (always True without ``wait``: the transaction
+        decides). A failure to write is logged, not raised (at least once: the caller skips
+        this commit and retries).
+        """
         try:
-            for future in futures:
-                future.get(timeout=STATE_WRITE_TIMEOUT_S)
+            futures = [
+                self.producer.send(
+                    self.config.state_topic, key=state_key(self.config.group_id, tp),
+                    value=json.dumps({"offset": om.offset, **json.loads(self._docs[tp])},
+                                     separators=(",", ":")).encode())
+                for tp, om in offsets.items()
+            ]
+            if wait:
+                for future in futures:
+                    future.get(timeout=STATE_WRITE_TIMEOUT_S)
         except KafkaError as exc:
-            logger.warning("cannot write restart state to %s: %s", self.config.state_topic, exc)
+            if not wait:
+                raise  # exactly once: the transaction is aborted and replayed
+            logger.warning("cannot write restart state to %s: %s; commit skipped",
+                           self.config.state_topic, exc)
+            return False
+        return True

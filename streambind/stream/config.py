@@ -45,6 +45,11 @@ class StreamConfig:
     restarted instance aborts its predecessor's open transaction at once; unset, each run
     takes a fresh one and an interrupted transaction blocks ``read_committed`` readers of
     the outputs until ``transaction_timeout_s`` passes.
+
+    Bounded memory: ``device_ttl_s`` forgets a device (restart state included) that has had
+    no open window and no record for that long; ``max_window_bytes`` bounds the payload one
+    open window retains (chunks beyond it are counted, not kept); ``max_buffered_bytes`` is
+    the per-replica bound on payload held in open and queued windows (backpressure).
     """
 
     bootstrap: str = "127.0.0.1:9092"
@@ -65,6 +70,9 @@ class StreamConfig:
     max_future_s: float = 60.0
     frame_interval_ms: int = 250
     max_buffered_windows: int = 64
+    max_buffered_bytes: int = 512 * 1024 * 1024
+    max_window_bytes: int = 64 * 1024 * 1024
+    device_ttl_s: float = 600.0
     max_batch_windows: int = 16
     max_poll_records: int = 200
     poll_timeout_ms: int = 200
@@ -97,6 +105,9 @@ class StreamConfig:
             raise ConfigError("need allowed_lateness_s >= 0, idle_timeout_s > 0, max_future_s > 0")
         if self.delivery not in DELIVERY_MODES:
             raise ConfigError(f"delivery must be one of {DELIVERY_MODES}, not {self.delivery!r}")
+        if self.max_buffered_bytes < 1 or self.max_window_bytes < 1 or self.device_ttl_s <= 0:
+            raise ConfigError("need max_buffered_bytes >= 1, max_window_bytes >= 1 and "
+                              "device_ttl_s > 0")
         if self.transaction_timeout_s <= 0:
             raise ConfigError("transaction_timeout_s must be > 0")
         for modality in self.modalities:
@@ -120,6 +131,8 @@ class StreamConfig:
         overrides: dict[str, Any] = {
             "allowed_lateness_ns": round(self.allowed_lateness_s * NS_PER_S),
             "idle_timeout_s": self.idle_timeout_s,
+            "device_ttl_s": self.device_ttl_s,
+            "max_window_bytes": self.max_window_bytes,
         }
         if self.min_coverage is not None:
             overrides["min_coverage"] = self.min_coverage

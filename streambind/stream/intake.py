@@ -63,14 +63,17 @@ class RecordIntake:
             self.dead_letter(part, msg, modality, err)
             return
         holds: set[WindowKey] = set()
-        part.devices.add(chunks[0].device_id)
+        late = False
         for chunk in chunks:
-            holds.update(windower.add(chunk).keys)
+            result = windower.add(chunk)
+            holds.update(result.keys)
+            late = late or result.late
         tracker.consumed(tp.partition, msg.offset, holds)
-        outcome = "accepted" if holds else "late"
+        # Not late: duplicates, and records of windows emitted before a restart (replayed).
+        outcome = "accepted" if holds else "late" if late else "replayed"
         if holds:
             self.stats.records_accepted += 1
-        else:
+        elif late:
             self.stats.records_late += 1
         metrics.RECORDS.labels(modality, outcome).inc()
 

@@ -1,14 +1,17 @@
-"""Per-partition state of the runner and the idle clock that the windowers run on."""
+"""Per-partition state of the runner (windower, offsets, restart state) and the idle clock
+that the windowers run on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kafka import TopicPartition
 
 from streambind.stream.offsets import OffsetTracker
-from streambind.stream.windows import Windower, WindowKey
+from streambind.stream.restart import decode_doc, encode_doc
+from streambind.stream.windows import Windower, WindowSpec
 
 
 class IdleClock:
@@ -42,33 +45,67 @@ class IdleClock:
 
 @dataclass(slots=True)
 class PartitionState:
-    """Per assigned partition: windower, offset tracker, and restart bookkeeping."""
+    """Per assigned partition: windower, offset tracker, and restart bookkeeping.
+
+    Build one with :meth:`restored` from the restart document stored with the committed
+    offset; :meth:`restart_doc` makes the document to store with the next commit. ``sink``
+    (optional) is the window sink whose per-device restart state travels with it.
+    """
 
     tp: TopicPartition
     windower: Windower
     tracker: OffsetTracker
-    devices: set[str] = field(default_factory=set)
+    devices: set[str] = field(default_factory=set)  # unused: the windower knows its devices
     released_end: dict[str, int] = field(default_factory=dict)  # device -> max released end
-    floors: dict[str, int] = field(default_factory=dict)  # device -> emitted through (restart)
+    floors: dict[str, int] = field(default_factory=dict)  # unused since restart state v2
+    sink: Any = None
 
-    def device_floors(self, unreleased: list[WindowKey], wm: int | None) -> dict[str, int]:
-        """Per device, the end through which every window was emitted or dropped.
+    def __post_init__(self) -> None:
+        if self.windower.safe_offset is None:  # forget a device only below the commit point
+            self.windower.safe_offset = self.commit_point
 
-        Stored with the commit so that a restarted consumer does not emit partial copies of
-        windows that the replay from the committed offset only partly rebuilds.
+    @classmethod
+    def restored(
+        cls,
+        tp: TopicPartition,
+        spec: WindowSpec,
+        clock: Callable[[], float],
+        doc: Mapping[str, Any] | None = None,
+        sink: Any = None,
+    ) -> PartitionState:
+        """A partition's state rebuilt from ``doc`` (its restart document, or nothing).
+
+        The sink's state of every device in ``doc`` is restored before any of its windows
+        is processed (``sink.restore_state(device, modality, state)``, when the sink has it).
         """
-        lowest_open: dict[str, int] = {}
-        for key in unreleased:
-            if key.end_ns <= self.floors.get(key.device_id, -1):
-                continue  # rebuilt by a replay and dropped when it closes
-            lowest_open[key.device_id] = min(lowest_open.get(key.device_id, key.end_ns),
-                                             key.end_ns)
-        floors = {}
-        for device in sorted(self.devices | set(self.floors)):
-            released = max(self.released_end.get(device, -1), self.floors.get(device, -1))
-            if released < 0:
-                continue
-            floor_ns = min(released, lowest_open.get(device, released + 1) - 1)
-            if wm is None or floor_ns > wm:
-                floors[device] = floor_ns
-        return floors
+        states, legacy_wm = decode_doc(dict(doc or {}))
+        restore = getattr(sink, "restore_state", None)
+        for device_id, state in states.items():
+            if state.sink is not None and restore is not None:
+                restore(device_id, spec.modality, state.sink)
+        windower = Windower(spec, clock, partition=tp.partition, restored=states,
+                            initial_watermark_ns=legacy_wm)
+        return cls(tp, windower, OffsetTracker(), sink=sink)
+
+    def commit_point(self) -> int | None:
+        """The offset this partition could commit now (None before its first record)."""
+        return self.tracker.committable().get(self.tp.partition)
+
+    def restart_doc(self) -> dict[str, Any]:
+        """The restart document to store with a commit of :meth:`commit_point`."""
+        states = self.windower.restart_states(self.tracker.unreleased(self.tp.partition))
+        take = getattr(self.sink, "restart_state", None)
+        if take is not None:
+            modality = self.windower.spec.modality
+            for device_id, state in list(states.items()):
+                if state.sink_through_ns is None:
+                    continue
+                sink_state = take(device_id, modality, state.sink_through_ns)
+                if sink_state is not None:
+                    states[device_id] = replace(state, sink=sink_state)
+        tracked = set(states)
+        for name in (self.released_end, self.floors):  # forgotten devices leave no trace
+            for device_id in [d for d in name if d not in tracked]:
+                del name[device_id]
+        self.devices.intersection_update(tracked)
+        return encode_doc(states)

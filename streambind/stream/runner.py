@@ -46,6 +46,7 @@ from streambind.stream.intake import RecordIntake
 from streambind.stream.lag import LagMonitor
 from streambind.stream.partition import IdleClock, PartitionState
 from streambind.stream.rebalance import RebalanceListener
+from streambind.stream.restart import ensure_state_topic
 from streambind.stream.sinks import EmbeddingSink, WindowSink
 from streambind.stream.stats import RunnerStats
 from streambind.stream.worker import EmbedWorker
@@ -89,6 +90,7 @@ class StreamRunner:
         self.lag = LagMonitor(config)
         self.assignments = Assignments(config, self._idle_clock, self.rebalances,
                                        self.publishing, on_forget=self.lag.forget)
+        self.assignments.sink = self.sink
         self.dispatch = WindowDispatch(self.stats)
         self.backpressure = Backpressure(config, self.stats)
 
@@ -128,6 +130,7 @@ class StreamRunner:
     def run(self) -> RunnerStats:
         """Run the loop in the calling thread until ``stop_event`` is set; returns the stats."""
         cfg = self.config
+        ensure_state_topic(cfg)  # fail at start with a clear error, not at every commit
         consumer = KafkaConsumer(**cfg.consumer_kwargs())
         transactional_id = None
         if cfg.exactly_once:
