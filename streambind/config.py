@@ -3,8 +3,14 @@
 Sections and their defaults are the frozen dataclasses below. Any key can be overridden
 with an environment variable ``STREAMBIND_<SECTION>__<KEY>``, for example
 ``STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD`` or ``STREAMBIND_EMBEDDER__NUM_GPUS=1``; values
-are parsed as YAML scalars. Credentials belong
-in the environment (a Kubernetes Secret), never in the file, and are masked in every repr.
+are parsed as YAML scalars.
+
+Credentials belong in the environment (a Kubernetes Secret as
+``STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD``) or in a mounted file whose *path* the config
+names (``kafka.sasl_plain_password_file``), never in the file itself; they are masked in
+every repr. They never travel as Ray Serve deployment arguments (Ray keeps those in its
+control store and shows them on its dashboard): the app builders bind ``public_dict()``,
+and each replica reads its secrets from its own environment with ``with_secrets``.
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "STREAMBIND_"
 SECRET_KEYS = frozenset({"sasl_plain_password"})
+SECRET_FILE_SUFFIX = "_file"
+SECRET_FILE_KEYS = frozenset(key + SECRET_FILE_SUFFIX for key in SECRET_KEYS)
+"""``kafka.<secret>_file``: the path of a mounted file holding the secret (a path is no
+secret, so it may travel in deployment arguments)."""
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
-KAFKA_KEYS = frozenset({"bootstrap_servers", "group_id", "client_id", *SECURITY_FIELDS})
+KAFKA_KEYS = frozenset(
+    {"bootstrap_servers", "group_id", "client_id", *SECURITY_FIELDS, *SECRET_FILE_KEYS}
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,7 @@ class AppConfig:
         """The streaming core's config: the ``kafka`` and ``stream`` sections combined."""
         from streambind.stream.config import StreamConfig
 
-        kafka = dict(self.kafka)
+        kafka = {k: v for k, v in self.kafka.items() if k not in SECRET_FILE_KEYS}
         bootstrap = kafka.pop("bootstrap_servers", None)
         if not bootstrap:
             raise ConfigError("kafka.bootstrap_servers is not set")
@@ -122,8 +135,40 @@ class AppConfig:
             raise ConfigError(f"stream/kafka settings: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (what Ray Serve passes to replicas); inverse of ``from_dict``."""
+        """Plain-data form, secrets included; inverse of ``from_dict``. Not for deployment
+        arguments: use ``public_dict``."""
         return dataclasses.asdict(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the secrets: what may be passed to Ray Serve replicas, which
+        read the secrets from their own environment (``with_secrets``)."""
+        doc = self.to_dict()
+        doc["kafka"] = {k: v for k, v in doc["kafka"].items() if k not in SECRET_KEYS}
+        return doc
+
+    def with_secrets(self, environ: Mapping[str, str] | None = None) -> AppConfig:
+        """This config with its secrets read from ``environ`` (default: this process's
+        environment) or from the files ``kafka.<secret>_file`` names; the environment wins,
+        then a value already here, then the file. ``ConfigError`` if a named file cannot be
+        read, or a SASL protocol is configured and no password was found."""
+        environ = os.environ if environ is None else environ
+        from_env = env_overrides(environ).get("kafka") or {}
+        kafka = dict(self.kafka)
+        for key in SECRET_KEYS:
+            path = from_env.get(key + SECRET_FILE_SUFFIX) or kafka.get(key + SECRET_FILE_SUFFIX)
+            if from_env.get(key) is not None:
+                kafka[key] = str(from_env[key])
+            elif kafka.get(key) is None and path:
+                kafka[key] = read_secret_file(str(path), key)
+        protocol = str(kafka.get("security_protocol") or "")
+        if protocol.startswith("SASL") and not kafka.get("sasl_plain_password"):
+            mechanism = str(kafka.get("sasl_mechanism") or "PLAIN")  # kafka-python default
+            if mechanism.startswith(("PLAIN", "SCRAM")):
+                raise ConfigError(
+                    f"kafka.security_protocol is {protocol} but no password: set "
+                    f"{ENV_PREFIX}KAFKA__SASL_PLAIN_PASSWORD or kafka.sasl_plain_password_file"
+                )
+        return dataclasses.replace(self, kafka=kafka)
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> AppConfig:
@@ -155,6 +200,21 @@ class AppConfig:
             metrics=_section(MetricsSettings, doc.get("metrics"), "metrics"),
             fusion=bool(doc.get("fusion", True)),
         )
+
+
+def read_secret_file(path: str, key: str) -> str:
+    """A secret from a mounted file (one value; surrounding whitespace removed)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read kafka.{key}{SECRET_FILE_SUFFIX} {path}: {exc}") from exc
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"kafka.{key}{SECRET_FILE_SUFFIX} {path} is too large for a secret")
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"kafka.{key}{SECRET_FILE_SUFFIX} {path} is not UTF-8") from exc
 
 
 def _section(cls: type, values: Mapping[str, Any] | None, name: str) -> Any:

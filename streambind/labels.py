@@ -16,8 +16,8 @@ one label (a single detector) scores 1 always, so such a set should either add b
 labels ("silence", "an empty room") or use ``"scoring": "cosine"``, where the score is the
 plain cosine similarity in [-1, 1] and thresholds are absolute (model-specific: calibrate).
 
-Everything here is pure except ``LabelRegistry``, which caches text embeddings per label
-set version through an injected ``embed_text`` function.
+Everything here is pure: the label sets in force and their text embeddings are kept by
+``streambind.serve.registry``, hysteresis state by the event sink (``serve/events.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,111 +224,20 @@ def fuse(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.normalize(stacked.sum(dim=0), dim=-1)
 
 
-@dataclass
-class Hysteresis:
-    """Keeps labels from flickering between consecutive windows of one stream.
+def hysteresis(
+    scored: Iterable[tuple[Label, float]], was_on: Collection[str], margin: float
+) -> list[tuple[str, float]]:
+    """The (label, score) pairs on for one window, best first, given the labels that were on
+    for the previous window of the same stream (device, modality, label set).
 
     A label switches on when its score reaches its threshold and stays on until the score
-    falls below ``threshold - margin``. State is per (device, modality, label set, label).
+    falls below ``threshold - margin``; the names returned are the next window's ``was_on``.
+    Pure: the state lives with the caller (the event sink, which keeps it for replays).
     """
-
-    margin: float
-    _active: set[tuple[str, str, str, str]] = field(default_factory=set)
-
-    def apply(
-        self,
-        device_id: str,
-        modality: str,
-        label_set: str,
-        scored: Iterable[tuple[Label, float]],
-    ) -> list[tuple[str, float]]:
-        """The (label, score) pairs that are on for this window, best first."""
-        on: list[tuple[str, float]] = []
-        for label, score in scored:
-            key = (device_id, modality, label_set, label.name)
-            was_on = key in self._active
-            floor = label.threshold - self.margin if was_on else label.threshold
-            if score >= floor:
-                self._active.add(key)
-                on.append((label.name, score))
-            else:
-                self._active.discard(key)
-        on.sort(key=lambda pair: (-pair[1], pair[0]))
-        return on
-
-
-class LabelRegistry:
-    """The label sets in force and their cached text embeddings, thread-safe.
-
-    ``embed_text`` is called once per (label set version, modality); a newer version of a
-    set replaces the older one without a restart, an older or equal version is ignored.
-    """
-
-    def __init__(self, embed_text: Callable[[list[str]], torch.Tensor]):
-        self._embed_text = embed_text
-        self._sets: dict[str, LabelSet] = {}
-        self._matrices: dict[tuple[str, int, str], torch.Tensor] = {}
-        self._hysteresis: dict[str, Hysteresis] = {}
-        self._lock = threading.Lock()
-
-    def update(self, label_set: LabelSet) -> bool:
-        """Install ``label_set`` if it is newer than the one in force; returns whether it was."""
-        with self._lock:
-            current = self._sets.get(label_set.name)
-            if current is not None and current.version >= label_set.version:
-                return False
-            self._sets[label_set.name] = label_set
-            self._hysteresis[label_set.name] = Hysteresis(label_set.hysteresis)
-            self._matrices = {
-                key: value for key, value in self._matrices.items() if key[0] != label_set.name
-            }
-        logger.info("label set %s version %d in force", label_set.name, label_set.version)
-        return True
-
-    def remove(self, name: str) -> bool:
-        """Take the set ``name`` out of force (a tombstone); returns whether one was."""
-        with self._lock:
-            removed = self._sets.pop(name, None)
-            self._hysteresis.pop(name, None)
-            self._matrices = {key: m for key, m in self._matrices.items() if key[0] != name}
-        if removed is not None:
-            logger.info("label set %s version %d removed", name, removed.version)
-        return removed is not None
-
-    def label_sets(self) -> list[LabelSet]:
-        """The label sets in force, by name."""
-        with self._lock:
-            return [self._sets[name] for name in sorted(self._sets)]
-
-    def matrix(self, label_set: LabelSet, modality: str) -> torch.Tensor:
-        """Cached (L, D) label embeddings for one set version and modality."""
-        key = (label_set.name, label_set.version, modality)
-        with self._lock:
-            cached = self._matrices.get(key)
-        if cached is not None:
-            return cached
-        computed = label_text_matrix(label_set, modality, self._embed_text)
-        with self._lock:
-            if self._sets.get(label_set.name) is label_set:  # not replaced or removed meanwhile
-                self._matrices[key] = computed
-        return computed
-
-    def label(
-        self, device_id: str, modality: str, embedding: torch.Tensor
-    ) -> list[tuple[LabelSet, list[tuple[str, float]]]]:
-        """Score one window embedding against every set; the labels on, per set, top-k."""
-        results = []
-        for label_set in self.label_sets():
-            labels = label_set.labels_for(modality)
-            if not labels:
-                continue
-            matrix = self.matrix(label_set, modality)
-            scores = zero_shot_scores(embedding[None], matrix, label_set.scoring)[0]
-            scored = zip(labels, scores.tolist(), strict=True)
-            with self._lock:
-                hysteresis = self._hysteresis.get(label_set.name)
-                if hysteresis is None:
-                    continue  # removed by a tombstone while this window was scored
-                on = hysteresis.apply(device_id, modality, label_set.name, scored)
-            results.append((label_set, on[: label_set.top_k]))
-        return results
+    on = [
+        (label.name, score)
+        for label, score in scored
+        if score >= (label.threshold - margin if label.name in was_on else label.threshold)
+    ]
+    on.sort(key=lambda pair: (-pair[1], pair[0]))
+    return on

@@ -1,8 +1,10 @@
 """Prometheus metrics. Every metric streambind exports is defined here, once.
 
-Names follow Prometheus conventions: counters end in ``_total``, durations are in
-seconds and end in ``_seconds``. The Grafana dashboard (deploy/grafana) is checked
-against this module by a test, so rename with care.
+Each metric has one meaning and is updated in one place, in one kind of process: the
+ingest replicas (consumer, windows, embed requests, published events) or the embedder
+replicas (forward passes). Names follow Prometheus conventions: counters end in
+``_total``, durations are in seconds and end in ``_seconds``. The Grafana dashboard
+(deploy/grafana) is checked against this module by a test, so rename with care.
 """
 
 from __future__ import annotations
@@ -48,37 +50,58 @@ BUFFERED_WINDOWS = Gauge(
 )
 BATCH_SIZE = Histogram(
     "streambind_batch_size",
-    "Windows per embedder batch, by modality.",
+    "Embedder process: inputs (windows, or prompts for text) per forward pass, by tower.",
     ["modality"],
     buckets=_BATCH_BUCKETS,
 )
 EMBED_SECONDS = Histogram(
     "streambind_embed_seconds",
-    "Seconds per embedder batch forward pass, by modality.",
+    "Embedder process: seconds per forward pass (one merged batch), by tower.",
     ["modality"],
     buckets=_EMBED_BUCKETS_S,
 )
+EMBED_REQUEST_WINDOWS = Histogram(
+    "streambind_embed_request_windows",
+    "Ingest process: windows per embed request the worker sends, by modality.",
+    ["modality"],
+    buckets=_BATCH_BUCKETS,
+)
+EMBED_REQUEST_SECONDS = Histogram(
+    "streambind_embed_request_seconds",
+    "Ingest process: seconds from sending an embed request to its embeddings (queueing, "
+    "batching, forward pass and retries included), by modality.",
+    ["modality"],
+    buckets=_LATENCY_BUCKETS_S,
+)
 LATENCY_SECONDS = Histogram(
     "streambind_end_to_end_latency_seconds",
-    "Seconds from window end (event time) to event publish, by modality.",
+    "Seconds from window end (event time) until all the window's outputs were acknowledged "
+    "by the broker, once per window, by modality.",
     ["modality"],
     buckets=_LATENCY_BUCKETS_S,
 )
 EVENTS = Counter(
     "streambind_events_total",
-    "Events published, by modality.",
+    "Events acknowledged by the broker on the events topic, by event modality (fused too).",
     ["modality"],
 )
 LABELS = Counter(
     "streambind_labels_total",
-    "Labels attached to published events, by label set and label.",
+    "Labels on events acknowledged by the broker, by label set and label.",
     ["label_set", "label"],
 )
 
 LABEL_RECORDS = Counter(
     "streambind_label_records_total",
-    "Records read from the labels topic, by outcome (applied, stale, removed, rejected).",
+    "Records read from the labels topic, by outcome (applied: accepted as the newest "
+    "version, in force once its text embeddings exist; stale, removed, rejected; failed: "
+    "accepted but its text embeddings could not be computed).",
     ["outcome"],
+)
+LABEL_SETS_PENDING = Gauge(
+    "streambind_label_sets_pending",
+    "Label set versions accepted whose text embeddings are still being computed (the "
+    "previous version stays in force meanwhile).",
 )
 
 
@@ -99,9 +122,10 @@ def _suffixed_names() -> set[str]:
     names: set[str] = set()
     for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS):
         names.add(metric._name + "_total")
-    for metric in (BATCH_SIZE, EMBED_SECONDS, LATENCY_SECONDS):
+    for metric in (BATCH_SIZE, EMBED_SECONDS, EMBED_REQUEST_WINDOWS, EMBED_REQUEST_SECONDS,
+                   LATENCY_SECONDS):
         names.update(metric._name + suffix for suffix in ("_bucket", "_count", "_sum"))
-    for metric in (CONSUMER_LAG, PAUSED_PARTITIONS, BUFFERED_WINDOWS):
+    for metric in (CONSUMER_LAG, PAUSED_PARTITIONS, BUFFERED_WINDOWS, LABEL_SETS_PENDING):
         names.add(metric._name)
     return names
 

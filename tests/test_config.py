@@ -74,3 +74,37 @@ def test_stream_config_combines_kafka_and_stream_sections():
     unknown = AppConfig.from_dict({"kafka": {"bootstrap_servers": "k"}, "stream": {"x": 1}})
     with pytest.raises(ConfigError, match="stream/kafka"):
         unknown.stream_config(model="m")
+
+
+def test_public_dict_has_no_secrets_and_replicas_read_them_from_their_environment(tmp_path):
+    config = AppConfig.from_dict({"kafka": {"bootstrap_servers": "k:9092",
+                                            "security_protocol": "SASL_SSL",
+                                            "sasl_plain_username": "svc",
+                                            "sasl_plain_password": "hunter2"}})
+    public = config.public_dict()
+    assert "hunter2" not in repr(public) and public["kafka"]["sasl_plain_username"] == "svc"
+    replica = AppConfig.from_dict(public)
+    with pytest.raises(ConfigError, match="STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD"):
+        replica.with_secrets(environ={})  # fails at start, never with an empty password
+    from_env = replica.with_secrets(
+        environ={"STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD": "s3cret: yes"})
+    assert from_env.kafka["sasl_plain_password"] == "s3cret: yes"  # opaque, not YAML
+    stream = from_env.stream_config(model="m")
+    assert stream.consumer_kwargs()["sasl_plain_password"] == "s3cret: yes"
+
+    secret_file = tmp_path / "password"
+    secret_file.write_text("from-file\n")
+    mounted = AppConfig.from_dict(
+        {**public, "kafka": {**public["kafka"], "sasl_plain_password_file": str(secret_file)}})
+    assert mounted.public_dict()["kafka"]["sasl_plain_password_file"] == str(secret_file)
+    resolved = mounted.with_secrets(environ={})
+    assert resolved.kafka["sasl_plain_password"] == "from-file"
+    assert "sasl_plain_password_file" not in resolved.stream_config(model="m").consumer_kwargs()
+    env_wins = mounted.with_secrets(environ={"STREAMBIND_KAFKA__SASL_PLAIN_PASSWORD": "env"})
+    assert env_wins.kafka["sasl_plain_password"] == "env"
+    missing = AppConfig.from_dict(
+        {"kafka": {"bootstrap_servers": "k", "sasl_plain_password_file": str(tmp_path / "no")}})
+    with pytest.raises(ConfigError, match="cannot read kafka.sasl_plain_password_file"):
+        missing.with_secrets(environ={})
+    plaintext = AppConfig.from_dict({"kafka": {"bootstrap_servers": "k"}})
+    assert plaintext.with_secrets(environ={}) == plaintext  # nothing needed, nothing added

@@ -7,8 +7,9 @@ import jsonschema
 import numpy as np
 import torch
 
-from streambind.labels import LabelRegistry, LabelSet
+from streambind.labels import LabelSet
 from streambind.serve.events import FusionBuffer, LabelledEventSink
+from streambind.serve.registry import LabelRegistry
 from streambind.stream.config import StreamConfig
 from streambind.stream.sinks import EmbeddedWindow
 from streambind.stream.windows import ClosedWindow, WindowKey

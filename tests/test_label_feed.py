@@ -12,8 +12,8 @@ import torch
 from prometheus_client import REGISTRY
 
 from streambind.errors import ServeError
-from streambind.labels import LabelRegistry
 from streambind.serve.label_feed import MAX_LABEL_RECORD_BYTES, LabelFeed
+from streambind.serve.registry import LabelRegistry
 
 DOC = {"name": "home", "version": 1, "labels": [{"name": "dog"}, {"name": "speech"}]}
 
@@ -31,8 +31,10 @@ def unit_text_embeddings(texts: list[str]) -> torch.Tensor:
 
 
 @pytest.fixture
-def registry() -> LabelRegistry:
-    return LabelRegistry(unit_text_embeddings)
+def registry():
+    registry = LabelRegistry(unit_text_embeddings)
+    yield registry
+    registry.stop()
 
 
 @pytest.fixture
@@ -41,6 +43,7 @@ def feed(registry) -> LabelFeed:
 
 
 def in_force(registry: LabelRegistry) -> dict[str, int]:
+    assert registry.settle(10)  # accepted versions are prepared in the background
     return {s.name: s.version for s in registry.label_sets()}
 
 
@@ -61,11 +64,12 @@ def test_versions_apply_in_order_and_older_ones_are_stale(feed, registry):
 def test_a_tombstone_removes_the_set_and_a_later_version_brings_it_back(feed, registry):
     feed.handle(b"home", record(DOC))
     window = torch.nn.functional.normalize(torch.ones(64), dim=0)
-    assert [s.name for s, _ in registry.label("cam-1", "audio", window)] == ["home"]
+    assert in_force(registry) == {"home": 1}
+    assert [s.name for s, _ in registry.score("audio", window)] == ["home"]
 
     assert feed.handle(b"home", None) == "removed"
     assert in_force(registry) == {}
-    assert registry.label("cam-1", "audio", window) == []
+    assert registry.score("audio", window) == []
     assert feed.handle(b"home", None) == "stale"  # nothing left to remove
 
     # After a deletion any version is new again (the topic's order is the truth).
@@ -157,4 +161,4 @@ def test_a_dead_feed_thread_fails_the_replica_health_check(registry):
     feed._thread.join(30)
     assert not feed.alive and feed.error is not None
     with pytest.raises(ServeError, match="label feed stopped"):
-        check_parts(Runner(), feed)
+        check_parts(Runner(), feed, registry)

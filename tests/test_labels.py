@@ -13,11 +13,10 @@ from streambind.labels import (
     LABEL_MODALITIES,
     LOGIT_SCALE,
     PROMPT_TEMPLATES,
-    Hysteresis,
     Label,
-    LabelRegistry,
     LabelSet,
     fuse,
+    hysteresis,
     label_text_matrix,
     prompt_texts,
     zero_shot_scores,
@@ -152,37 +151,17 @@ def test_scores_are_a_softmax_over_scaled_cosines():
 
 def test_hysteresis_holds_a_label_until_score_drops_below_margin():
     label = Label("dog", ("dog",), threshold=0.5)
-    hysteresis = Hysteresis(margin=0.1)
     sequence = [0.45, 0.55, 0.45, 0.41, 0.39, 0.45, 0.5]
-    on = [bool(hysteresis.apply("d1", "audio", "s", [(label, s)])) for s in sequence]
+    on, was_on = [], frozenset()
+    for score in sequence:
+        result = hysteresis([(label, score)], was_on, margin=0.1)
+        was_on = frozenset(name for name, _ in result)
+        on.append(bool(result))
     assert on == [False, True, True, True, False, False, True]
-    # State is per device: another device starts off.
-    assert hysteresis.apply("d2", "audio", "s", [(label, 0.45)]) == []
+    # The state is the caller's: a stream that starts fresh starts off.
+    assert hysteresis([(label, 0.45)], frozenset(), margin=0.1) == []
 
 
 def test_fuse_is_normalized_sum_of_normalized():
     a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 0.5])
     torch.testing.assert_close(fuse([a, b]), torch.tensor([1.0, 1.0]) / 2**0.5)
-
-
-def test_registry_caches_per_version_and_replaces_on_newer_version():
-    calls = []
-
-    def embed(texts):
-        calls.append(len(texts))
-        return hashed_text_embedding(texts)
-
-    registry = LabelRegistry(embed)
-    assert registry.update(LabelSet.from_dict(DOC))
-    window = hashed_text_embedding(["the sound of a dog barking."])[0]
-    first = registry.label("d1", "audio", window)
-    registry.label("d1", "audio", window)
-    assert len(calls) == 1  # text embeddings computed once per version and modality
-    (label_set, on), = first
-    assert label_set.version == 1 and on[0][0] == "dog"  # thresholds 0 / 0.2: best first
-    assert not registry.update(LabelSet.from_dict(DOC))  # same version: ignored
-    newer = {**DOC, "version": 2, "labels": [{"name": "cat", "prompts": ["a cat"]}]}
-    assert registry.update(LabelSet.from_dict(newer))
-    (label_set, on), = registry.label("d1", "audio", window)
-    assert label_set.version == 2 and [name for name, _ in on] == ["cat"]
-    assert len(calls) == 2

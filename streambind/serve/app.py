@@ -21,33 +21,30 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from streambind.config import AppConfig, MetricsSettings, load_config
-from streambind.errors import ServeError
+from streambind.config import SECRET_KEYS, AppConfig, MetricsSettings, load_config
 from streambind.serve.embedder import EmbedderServer
+from streambind.serve.ingest import IngestReplica
+from streambind.serve.replica import (
+    EMBEDDER_APP,
+    EMBEDDER_DEPLOYMENT,
+    INGEST_APP,
+    INGEST_DEPLOYMENT,
+    embedder_handle,
+    start_replica_metrics,
+)
+
+__all__ = [
+    "EMBEDDER_APP",
+    "EMBEDDER_DEPLOYMENT",
+    "INGEST_APP",
+    "INGEST_DEPLOYMENT",
+    "build_embedder_app",
+    "build_ingest_app",
+    "deploy",
+    "embedder_handle",
+]
 
 logger = logging.getLogger(__name__)
-
-EMBEDDER_APP = "embedder"
-EMBEDDER_DEPLOYMENT = "Embedder"
-INGEST_APP = "ingest"
-INGEST_DEPLOYMENT = "Ingest"
-
-
-def start_replica_metrics(settings: MetricsSettings) -> int | None:
-    """Serve /metrics from this replica on the first free port from ``settings.port``."""
-    from streambind.metrics import start_metrics_server
-
-    for port in range(settings.port, settings.port + settings.port_attempts):
-        try:
-            return start_metrics_server(port, settings.host)
-        except OSError:
-            continue
-    logger.warning(
-        "no free metrics port in %d-%d; this replica exports no metrics",
-        settings.port,
-        settings.port + settings.port_attempts - 1,
-    )
-    return None
 
 
 class EmbedderReplica(EmbedderServer):
@@ -65,7 +62,9 @@ def _config_from_args(args: Mapping[str, Any]) -> AppConfig:
 
 
 def build_embedder_app(args: Mapping[str, Any] | None = None) -> Application:
-    """Serve application builder for the embedder (``import_path`` target)."""
+    """Serve application builder for the embedder (``import_path`` target).
+
+    The embedder replicas get the model and metrics settings only: no Kafka settings."""
     config = _config_from_args(args or {})
     settings = config.embedder
     options: dict[str, Any] = {
@@ -86,36 +85,37 @@ def build_embedder_app(args: Mapping[str, Any] | None = None) -> Application:
 
 
 def build_ingest_app(args: Mapping[str, Any] | None = None) -> Application:
-    """Serve application builder for the ingest consumers (``import_path`` target)."""
-    from streambind.serve.ingest import IngestReplica
+    """Serve application builder for the ingest consumers (``import_path`` target).
 
+    The replicas are bound to the config *without* its secrets (Ray keeps deployment
+    arguments in its control store): each replica reads them from its own environment.
+    """
     config = _config_from_args(args or {})
     embedder_app = (args or {}).get("embedder_app", EMBEDDER_APP)
+    carried = sorted(key for key in SECRET_KEYS if config.kafka.get(key) is not None)
+    if carried:
+        logger.info(
+            "not passing %s to the ingest replicas: each reads it from its own environment "
+            "(STREAMBIND_KAFKA__<KEY>) or the file kafka.<key>_file names",
+            ", ".join(carried),
+        )
     deployment = serve.deployment(IngestReplica).options(
         name=INGEST_DEPLOYMENT,
         num_replicas=config.ingest.num_replicas,
         ray_actor_options={"num_cpus": config.ingest.num_cpus},
         health_check_period_s=5,
     )
-    return deployment.bind(config.to_dict(), embedder_app)
+    return deployment.bind(config.public_dict(), embedder_app)
 
 
 def deploy(config: AppConfig) -> None:
     """Deploy both applications on the Ray cluster this process is connected to.
 
-    Serve runs without its HTTP proxy: neither application serves HTTP routes.
+    Serve runs without its HTTP proxy: neither application serves HTTP routes. Secrets in
+    ``config`` are not passed on (see ``build_ingest_app``).
     """
     serve.start(proxy_location="Disabled")
-    serve.run(build_embedder_app({"config_dict": config.to_dict()}), name=EMBEDDER_APP,
-              route_prefix=None)
-    serve.run(build_ingest_app({"config_dict": config.to_dict()}), name=INGEST_APP,
-              route_prefix=None)
+    doc = config.public_dict()
+    serve.run(build_embedder_app({"config_dict": doc}), name=EMBEDDER_APP, route_prefix=None)
+    serve.run(build_ingest_app({"config_dict": doc}), name=INGEST_APP, route_prefix=None)
     logger.info("applications %s and %s running", EMBEDDER_APP, INGEST_APP)
-
-
-def embedder_handle(app_name: str = EMBEDDER_APP) -> Any:
-    """The embedder's deployment handle, or a ``ServeError`` naming what is missing."""
-    try:
-        return serve.get_deployment_handle(EMBEDDER_DEPLOYMENT, app_name=app_name)
-    except Exception as exc:  # Serve raises several types for "not there yet"
-        raise ServeError(f"embedder application {app_name!r} is not running: {exc}") from exc

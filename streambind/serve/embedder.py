@@ -23,11 +23,11 @@ from ray import serve
 from streambind import metrics
 from streambind.config import BatchSettings, ModelSettings
 from streambind.errors import ServeError
+from streambind.model.dtypes import DTYPES
 
 logger = logging.getLogger(__name__)
 
 TEXT = "text"
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device_dtype(settings: ModelSettings) -> tuple[torch.device, torch.dtype]:
@@ -39,11 +39,11 @@ def resolve_device_dtype(settings: ModelSettings) -> tuple[torch.device, torch.d
     dtype_name = settings.dtype
     if dtype_name == "auto":
         dtype_name = "bf16" if device.type == "cuda" else "fp32"
-    if dtype_name not in _DTYPES:
-        raise ServeError(f"unknown dtype {dtype_name!r}; use one of {sorted(_DTYPES)}")
+    if dtype_name not in DTYPES:
+        raise ServeError(f"unknown dtype {dtype_name!r}; use one of {sorted(DTYPES)}")
     if device.type == "cpu" and dtype_name != "fp32":
         logger.warning("%s on CPU is slow and inexact; consider fp32", dtype_name)
-    return device, _DTYPES[dtype_name]
+    return device, DTYPES[dtype_name]
 
 
 def unit_embeddings(outputs: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ id with the more complete fusion (consumers keep the latest record per key).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
@@ -26,8 +25,9 @@ from typing import Any
 import torch
 from kafka.future import Future
 
-from streambind import metrics
-from streambind.labels import FUSED, LabelRegistry, fuse
+from streambind.labels import FUSED, fuse, hysteresis
+from streambind.serve.label_state import LabelState
+from streambind.serve.registry import LabelRegistry
 from streambind.stream.config import StreamConfig
 from streambind.stream.schemas import load_json
 from streambind.stream.sinks import (
@@ -35,7 +35,7 @@ from streambind.stream.sinks import (
     all_of,
     build_event,
     encode_embeddings,
-    encode_event,
+    send_event,
 )
 
 FUSION_HORIZON_NS = 30 * 1_000_000_000
@@ -83,12 +83,19 @@ class FusionBuffer:
 
 
 class LabelledEventSink:
-    """Scores embedded windows against the label sets in force and publishes events."""
+    """Scores embedded windows against the label sets in force and publishes events.
+
+    Hysteresis state lives here (``LabelState``), per stream and label set version, with a
+    short history by window end, so that the consumer can keep it in its restart state
+    (``restart_state`` / ``restore_state``) and replayed windows get identical labels.
+    Nothing here calls the embedder: the registry's text embeddings are prepared in advance.
+    """
 
     def __init__(self, config: StreamConfig, registry: LabelRegistry, *, fusion: bool = True):
         self._config = config
         self._registry = registry
         self._fusion = FusionBuffer() if fusion else None
+        self._state = LabelState()
         self._embeddings_header = [("schema", load_json("embeddings.v1.json")["name"].encode())]
 
     def publish(self, producer: Any, items: Sequence[EmbeddedWindow]) -> list[Future]:
@@ -102,21 +109,13 @@ class LabelledEventSink:
                     producer.send(
                         self._config.embeddings_topic,
                         key=window.device_id.encode(),
-                        value=encode_embeddings([item]),
+                        value=encode_embeddings([item], self._config.topic),
                         headers=self._embeddings_header,
                     )
                 )
             for event in self.events(item):
-                value = encode_event(event)
-                sends.append(
-                    producer.send(
-                        self._config.events_topic, key=event["event_id"].encode(), value=value
-                    )
-                )
-                metrics.EVENTS.labels(event["modality"]).inc()
-            combined = all_of(sends)
-            combined.add_callback(_observe_latency, window.modality, window.end_ns)
-            futures.append(combined)
+                sends.append(send_event(producer, self._config.events_topic, event))
+            futures.append(all_of(sends))
         return futures
 
     def events(self, item: EmbeddedWindow) -> list[dict[str, Any]]:
@@ -135,6 +134,15 @@ class LabelledEventSink:
                     events.append(event)
         return events
 
+    def restart_state(self, device_id: str, modality: str, through_end_ns: int) -> dict | None:
+        """Hysteresis state of one stream right after its last published window with end
+        <= ``through_end_ns`` (JSON-serializable), None when there is none (restart state)."""
+        return self._state.snapshot(device_id, modality, through_end_ns)
+
+    def restore_state(self, device_id: str, modality: str, state: dict) -> None:
+        """Continue one stream from a ``restart_state`` document (before its next window)."""
+        self._state.restore(device_id, modality, state)
+
     def _label(
         self, item: EmbeddedWindow, modality: str, embedding: torch.Tensor
     ) -> list[dict[str, Any]]:
@@ -142,7 +150,14 @@ class LabelledEventSink:
         if modality != window.modality:
             window = dataclasses.replace(window, key=window.key._replace(modality=modality))
         events = []
-        for label_set, on in self._registry.label(window.device_id, modality, embedding):
+        after: dict[str, tuple[int, frozenset[str]]] = {}
+        for label_set, scored in self._registry.score(modality, embedding):
+            was_on = self._state.on_before(
+                window.device_id, modality, label_set.name, label_set.version
+            )
+            on = hysteresis(scored, was_on, label_set.hysteresis)
+            after[label_set.name] = (label_set.version, frozenset(name for name, _ in on))
+            on = on[: label_set.top_k]
             if not on:
                 continue
             labels = [{"label": name, "score": round(score, 6)} for name, score in on]
@@ -155,12 +170,5 @@ class LabelledEventSink:
                     labels=labels,
                 )
             )
-            for name, _score in on:
-                metrics.LABELS.labels(label_set.name, name).inc()
+        self._state.record(window.device_id, modality, window.end_ns, after)
         return events
-
-
-def _observe_latency(modality: str, window_end_ns: int, _value: object) -> None:
-    # Event time to acknowledged publish: what a consumer of streambind.events waits.
-    latency_s = max(0.0, (time.time_ns() - window_end_ns) / 1e9)
-    metrics.LATENCY_SECONDS.labels(modality).observe(latency_s)

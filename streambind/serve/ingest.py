@@ -12,15 +12,19 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streambind.config import AppConfig
 from streambind.errors import ServeError
-from streambind.labels import LabelRegistry, LabelSet
+from streambind.labels import LabelSet
 from streambind.serve.client import ServeEmbedderClient
 from streambind.serve.events import LabelledEventSink
 from streambind.serve.label_feed import LabelFeed
-from streambind.stream.runner import StreamRunner
+from streambind.serve.registry import LabelRegistry
+from streambind.serve.replica import embedder_handle, start_replica_metrics
+
+if TYPE_CHECKING:
+    from streambind.stream.runner import StreamRunner
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +46,15 @@ def ensure_topics(bootstrap_kwargs: Mapping[str, Any], labels_topic: str) -> Non
         admin.close()
 
 
-def check_parts(runner: StreamRunner, feed: LabelFeed) -> None:
-    """Raise ``ServeError`` when the consumer loop failed or the label feed thread is gone
-    (a replica without its feed would keep labelling with outdated sets forever)."""
+def check_parts(runner: StreamRunner, feed: LabelFeed, registry: LabelRegistry) -> None:
+    """Raise ``ServeError`` when the consumer loop failed, or the label feed thread or the
+    label preparation thread is gone (the replica would label with outdated sets forever)."""
     if runner.error is not None:
         raise ServeError(f"consumer loop failed: {runner.error}")
     if not feed.alive:
         raise ServeError(f"label feed stopped: {feed.error or 'thread not running'}")
+    if not registry.alive:
+        raise ServeError(f"label set preparation stopped: {registry.error}")
 
 
 class IngestReplica:
@@ -72,9 +78,10 @@ class IngestReplica:
             raise failure[0]
 
     def _set_up(self, config: Mapping[str, Any], embedder_app: str) -> None:
-        from streambind.serve.app import embedder_handle, start_replica_metrics
+        from streambind.stream.runner import StreamRunner
 
-        self.config = AppConfig.from_dict(config)
+        # Secrets are not in the deployment arguments: this process's environment has them.
+        self.config = AppConfig.from_dict(config).with_secrets()
         self._client = ServeEmbedderClient(embedder_handle(embedder_app))
         info = self._client.info()
         self.model = info["model"]
@@ -85,7 +92,7 @@ class IngestReplica:
         }
         ensure_topics(client_kwargs, self.config.labels.topic)
         self.registry = LabelRegistry(self._client.embed_texts)
-        if self.config.labels.file:
+        if self.config.labels.file:  # prepared here: the replica starts with it in force
             self.registry.update(LabelSet.from_file(self.config.labels.file))
         self._feed = LabelFeed(self.registry, self.config.labels.topic, client_kwargs).start()
         sink = LabelledEventSink(stream_config, self.registry, fusion=self.config.fusion)
@@ -95,15 +102,16 @@ class IngestReplica:
 
     def check_health(self) -> None:
         """Ray Serve health probe: unhealthy once the consumer loop or the label feed died."""
-        check_parts(self._runner, self._feed)
+        check_parts(self._runner, self._feed, self.registry)
 
     def status(self) -> dict[str, Any]:
-        """Model, metrics port, label sets in force, label records by outcome and the consumer
-        loop's counters."""
+        """Model, metrics port, label sets in force and pending, label records by outcome and
+        the consumer loop's counters."""
         return {
             "model": self.model,
             "metrics_port": self.metrics_port,
             "label_sets": {s.name: s.version for s in self.registry.label_sets()},
+            "label_sets_pending": self.registry.pending(),
             "label_records": dict(self._feed.counts),
             "stats": dataclasses.asdict(self._runner.stats),
             "embed_retries": self._client.retries,
@@ -115,6 +123,9 @@ class IngestReplica:
         if runner is None:
             return
         self._feed.stop()
+        # No wait: a preparation retrying the text tower ends with the client, below (the
+        # client must outlive the runner's drain, which still embeds windows).
+        self.registry.stop(timeout_s=0.0)
         try:
             runner.stop()
         except Exception:  # noqa: BLE001 - shutting down; already logged by the runner

@@ -2,8 +2,10 @@
 
 Every ingest replica reads the whole topic from the beginning with no consumer group
 (each replica needs every label set) and keeps following it; a record whose version is
-newer than the set in force replaces it, and a tombstone (key = set name, no value) takes
-the set of that name out of force, whether it came from the topic or the labels file.
+newer than the set in force (and any pending one) replaces it once its text embeddings have
+been computed (``streambind.serve.registry``: the old version stays in force meanwhile),
+and a tombstone (key = set name, no value) takes the set of that name out of force,
+whether it came from the topic or the labels file.
 
 Every record is checked against ``schemas/label_set.schema.json``. A malformed record is
 rejected with its topic, partition, offset and reason in the log and counted in
@@ -27,7 +29,8 @@ from typing import Any
 
 from streambind import metrics
 from streambind.errors import ConfigError
-from streambind.labels import LabelRegistry, LabelSet
+from streambind.labels import LabelSet
+from streambind.serve.registry import LabelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +130,8 @@ class LabelFeed:
         label_set = LabelSet.from_json(value)
         if name is not None and name != label_set.name:
             raise ConfigError(f"record key {name!r} is not the set name {label_set.name!r}")
-        return "applied" if self._registry.update(label_set) else "stale"
+        # Accepted now, in force once its text embeddings exist (prepared off this thread).
+        return "applied" if self._registry.submit(label_set) else "stale"
 
 
 def publish_label_set(
