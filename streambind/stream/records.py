@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from streambind.errors import FeatureError, RecordError
 from streambind.stream.chunks import MODALITIES, SensorChunk
+from streambind.stream.ipc import read_ipc
 from streambind.stream.schemas import limits, schema_header, sensor_schema
 
 NS_PER_S = 1_000_000_000
@@ -39,6 +40,7 @@ REASONS = (
     "future_timestamp",
     "bad_key",
 )
+__all__ = ["read_ipc"]  # re-exported: the bounded IPC reader lives in streambind.stream.ipc
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,24 +70,6 @@ def encode_batch(batch: pa.RecordBatch | pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write(batch)
     return sink.getvalue().to_pybytes()
-
-
-def read_ipc(value: bytes, max_rows: int) -> pa.Table:
-    """Read an Arrow IPC stream payload; ``decode_error`` or ``too_large`` on failure."""
-    try:
-        reader = pa.ipc.open_stream(pa.py_buffer(value))
-        batches = []
-        rows = 0
-        for batch in reader:
-            rows += batch.num_rows
-            if rows > max_rows:
-                raise RecordError("too_large", f"more than {max_rows} rows")
-            batches.append(batch)
-        return pa.Table.from_batches(batches, schema=reader.schema)
-    except RecordError:
-        raise
-    except (pa.ArrowException, ValueError, OSError) as exc:
-        raise RecordError("decode_error", f"not an Arrow IPC stream: {exc}") from exc
 
 
 def _check_schema(table: pa.Table, modality: str) -> None:
@@ -140,7 +124,9 @@ def decode_record(
         raise RecordError("bad_key", "key is not UTF-8") from exc
     if not device:
         raise RecordError("bad_key", "missing key (device id)")
-    table = read_ipc(value, int(lim["max_rows"]))
+    # The decoded (decompressed) body is bounded like the payload, checked before decoding.
+    max_decoded = int(lim.get("max_decoded_bytes", lim["max_payload_bytes"]))
+    table = read_ipc(value, int(lim["max_rows"]), max_decoded)
     _check_schema(table, modality)
     if table.num_rows == 0:
         raise RecordError("bad_shape", "no rows")
