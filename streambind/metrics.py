@@ -48,6 +48,7 @@ BUFFERED_WINDOWS = Gauge(
     "streambind_buffered_windows",
     "Closed windows waiting for the embedder.",
 )
+TRACKED_DEVICES = Gauge("streambind_tracked_devices", "Devices with event-time state here.")
 BATCH_SIZE = Histogram(
     "streambind_batch_size",
     "Embedder process: inputs (windows, or prompts for text) per forward pass, by tower.",

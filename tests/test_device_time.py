@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from streambind.errors import ConfigError
 from streambind.stream.chunks import SensorChunk
@@ -178,6 +179,8 @@ def test_idle_devices_are_forgotten_after_the_ttl_restart_state_included():
             assert "gone" in w.devices
     assert w.devices == ["stays"] and w.forgotten_devices == 1
     assert tracked_devices("audio") == before - 1
+    gauge = REGISTRY.get_sample_value("streambind_tracked_devices")
+    assert gauge == tracked_devices() >= 1
     assert set(w.restart_states([])) == {"stays"}
     # A forgotten device that comes back starts afresh (its old windows were emitted).
     assert w.add(chunk("gone", 5000)).keys

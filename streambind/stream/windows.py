@@ -55,6 +55,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from streambind import metrics
 from streambind.errors import ConfigError
 from streambind.stream.chunks import SensorChunk
 from streambind.stream.window_buffer import WindowBuffer, coverage_and_gaps, selection_of
@@ -109,9 +110,13 @@ _LIVE: weakref.WeakSet[Windower] = weakref.WeakSet()
 
 
 def tracked_devices(modality: str | None = None) -> int:
-    """Devices tracked by the live windowers of this process (of ``modality``, or all)."""
+    """Devices tracked by the live windowers of this process (of ``modality``, or all; a
+    device on two modalities counts twice). Exported as ``streambind_tracked_devices``."""
     return sum(len(w._devices) for w in list(_LIVE)
                if modality is None or w.spec.modality == modality)
+
+
+metrics.TRACKED_DEVICES.set_function(tracked_devices)
 
 
 class Windower:
