@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "features": ("streambind.bench.features", "batched featurizers vs per-clip loops"),
     "stream": ("streambind.bench.stream", "streaming core vs raw kafka-python consume"),
     "pipeline": ("streambind.bench.pipeline", "end-to-end windows/s vs embedder throughput"),
+    "gpu": ("streambind.bench.gpu", "GPU figures: towers, and the core feeding the model"),
     "memories": ("streambind.bench.memories", "memories store: recall, latency, ingest, freshness"),
 }
 

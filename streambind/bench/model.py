@@ -31,7 +31,8 @@ _PHRASES = ("a dog barking", "glass breaking in a quiet kitchen", "a person runn
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``streambind bench model`` options."""
-    parser.add_argument("--preset", choices=("tiny", "huge"), default="tiny")
+    parser.add_argument("--preset", choices=("tiny", "huge", "huge-untrained"), default="tiny",
+                        help="architecture, random weights (huge = huge-untrained here)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
@@ -89,6 +90,38 @@ def compare_tower(
     return statistics.median(times["sdpa"]), statistics.median(times["math"]), diff
 
 
+def build_model(preset: str, modalities, device: torch.device, dtype: str) -> ImageBind:
+    """The preset's architecture with random weights (seeded), on ``device`` in ``dtype``."""
+    config = ImageBindConfig.tiny() if preset == "tiny" else ImageBindConfig.huge()
+    with torch.random.fork_rng(devices=[]), device:
+        torch.manual_seed(0)  # random weights: throughput does not depend on their values
+        model = ImageBind(config, modalities)  # initialised on the device: fast on a GPU
+    return model.to(dtype=DTYPES[dtype]).eval()
+
+
+def measure_tower(
+    model: ImageBind, modality: str, batch_size: int, iters: int, warmup: int,
+    generator: torch.Generator,
+) -> dict[str, float | int | str]:
+    """One row of the table: tokens per item, items/s of both attention paths, their ratio,
+    the largest relative difference of their embeddings, and peak accelerator memory."""
+    tower = model.towers[modality]
+    device = model.device
+    x = synthetic_input(modality, batch_size, generator).to(device)
+    with torch.inference_mode():
+        tokens = tower.stem(x.to(model.dtype) if x.is_floating_point() else x).shape[1]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_sdpa, t_ref, diff = compare_tower(tower, x, iters, warmup)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return {
+        "tower": modality, "batch": batch_size, "tokens": int(tokens),
+        "sdpa_items_per_s": batch_size / t_sdpa, "reference_items_per_s": batch_size / t_ref,
+        "sdpa_over_reference": t_ref / t_sdpa, "max_rel_diff": diff,
+        "peak_memory_gib": peak / 2**30,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Benchmark each tower and write one table row per tower to stdout."""
     if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
@@ -98,11 +131,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("--device cuda: no CUDA device is available\n")
         return 2
     device = torch.device(args.device)
-    config = ImageBindConfig.tiny() if args.preset == "tiny" else ImageBindConfig.huge()
-    with torch.random.fork_rng(devices=[]), device:
-        torch.manual_seed(0)  # random weights: throughput does not depend on their values
-        model = ImageBind(config, args.modalities)
-    model = model.to(dtype=DTYPES[args.dtype]).eval()
+    model = build_model(args.preset, args.modalities, device, args.dtype)
     generator = torch.Generator().manual_seed(0)
 
     w = sys.stdout.write
@@ -111,11 +140,10 @@ def run(args: argparse.Namespace) -> int:
       f"torch={torch.__version__} threads={torch.get_num_threads()}\n")
     w(f"{'tower':<8} {'tokens':>6} {'sdpa items/s':>13} {'reference items/s':>18} "
       f"{'sdpa/ref':>9} {'max rel diff':>13}\n")
-    for modality, tower in model.towers.items():
-        x = synthetic_input(modality, args.batch_size, generator).to(device)
-        with torch.inference_mode():
-            tokens = tower.stem(x.to(model.dtype) if x.is_floating_point() else x).shape[1]
-        t_sdpa, t_ref, diff = compare_tower(tower, x, args.iters, args.warmup)
-        w(f"{modality:<8} {tokens:>6} {args.batch_size / t_sdpa:>13.1f} "
-          f"{args.batch_size / t_ref:>18.1f} {t_ref / t_sdpa:>8.2f}x {diff:>13.2e}\n")
+    for modality in model.towers:
+        row = measure_tower(model, modality, args.batch_size, args.iters, args.warmup,
+                            generator)
+        w(f"{modality:<8} {row['tokens']:>6} {row['sdpa_items_per_s']:>13.1f} "
+          f"{row['reference_items_per_s']:>18.1f} {row['sdpa_over_reference']:>8.2f}x "
+          f"{row['max_rel_diff']:>13.2e}\n")
     return 0
