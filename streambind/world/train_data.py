@@ -1,0 +1,155 @@
+"""Training and evaluation windows from the world, in process (no Kafka).
+
+Each sample is one moment of one activity segment, rendered by the world's pure renderers
+into every modality and featurized by the streaming core's real featurizers, so the model
+sees at training time exactly what it sees at inference. The windows of a segment are
+consecutive (hop ``hop_s``) and segments lie back to back on one timeline, so that
+:func:`streambind.bind.recipe.time_block_split` splits them into contiguous blocks (one
+segment per block) as it would split a recording.
+
+Window geometry follows the stream (DESIGN "Windows"): vision 2 s (first and last frame),
+audio 2 s, depth and thermal one frame at the middle, IMU 5 s centred on the vision window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streambind import features
+from streambind.world.activities import ACTIVITIES, ACTIVITY_NAMES
+from streambind.world.nuisance import Nuisance, sample_nuisance
+
+logger = logging.getLogger(__name__)
+
+S = 1_000_000_000
+FRAME_HW = (96, 128)  # camera frames are rendered small; the featurizer scales to 224
+DEPTH_HW = (60, 80)
+THERMAL_HW = (48, 64)
+FPS = 4.0
+AUDIO_RATE_HZ = 16000
+IMU_RATE_HZ = 100
+VISION_S, AUDIO_S, IMU_S = 2.0, 2.0, 5.0
+SENSORS: tuple[str, ...] = ("audio", "depth", "thermal", "imu")
+
+
+@dataclass
+class WorldData:
+    """Featurized windows of every modality for the same moments, with their labels.
+
+    ``inputs[m]`` is (N, ...) in float16 for the big frame tensors (memory) and float32
+    otherwise; cast with ``.float()`` before a forward pass.
+    """
+
+    labels: np.ndarray  # (N,) activity indices into ACTIVITIES
+    start_ns: np.ndarray  # (N,) vision window start on the synthetic timeline
+    end_ns: np.ndarray  # (N,)
+    block_ns: int  # one segment per block
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, indexed by ``labels``."""
+        return ACTIVITY_NAMES
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _frames(name: str, t_s: float, n: Nuisance, rng: np.random.Generator, modality: str):
+    from streambind.world import raster, scene
+
+    shapes, light = scene.layout(name, t_s, n)
+    if modality == "vision":
+        return raster.render_rgb(shapes, n, rng, *FRAME_HW, light=light)
+    if modality == "depth":
+        return raster.render_depth(shapes, n, rng, *DEPTH_HW)
+    return raster.celsius_to_u16(raster.render_thermal(shapes, n, rng, *THERMAL_HW))
+
+
+def _imu(name: str, t0_s: float, n: Nuisance, rng: np.random.Generator) -> np.ndarray:
+    from streambind.world import motion
+
+    num = int(IMU_S * IMU_RATE_HZ)
+    return motion.render_imu(name, t0_s, num, IMU_RATE_HZ, n, rng)  # (num, 6)
+
+
+def _audio(name: str, t0_s: float, n: Nuisance, rng: np.random.Generator) -> np.ndarray:
+    from streambind.world import sound
+
+    return sound.render_audio(name, t0_s, int(AUDIO_S * AUDIO_RATE_HZ), AUDIO_RATE_HZ, n, rng)
+
+
+def generate(
+    segments_per_class: int,
+    windows_per_segment: int,
+    seed: int,
+    modalities: tuple[str, ...] = ("vision", *SENSORS),
+    hop_s: float = 1.0,
+    classes: tuple[str, ...] | None = None,
+) -> WorldData:
+    """Render and featurize ``segments_per_class`` segments of every activity (or of
+    ``classes``), ``windows_per_segment`` windows each, deterministically from ``seed``."""
+    rng = np.random.default_rng(seed)
+    names = classes or ACTIVITY_NAMES
+    order = [c for c in names for _ in range(segments_per_class)]
+    rng.shuffle(order)
+    lead_s = (IMU_S - VISION_S) / 2  # the IMU window starts this long before the vision one
+    span_s = lead_s + IMU_S + hop_s * (windows_per_segment - 1)
+    block_ns = int(np.ceil(span_s)) * S
+    labels, starts, raw = [], [], {m: [] for m in modalities}
+    for k, name in enumerate(order):
+        n = sample_nuisance(rng)
+        for w in range(windows_per_segment):
+            t0 = lead_s + w * hop_s  # vision window start, seconds into the segment
+            labels.append(ACTIVITY_NAMES.index(name))
+            starts.append(k * block_ns + int(t0 * S))
+            if "vision" in modalities:
+                last = t0 + VISION_S - 1 / FPS
+                raw["vision"].append([_frames(name, t, n, rng, "vision") for t in (t0, last)])
+            for m in ("depth", "thermal"):
+                if m in modalities:
+                    raw[m].append(_frames(name, t0 + VISION_S / 2, n, rng, m))
+            if "audio" in modalities:
+                raw["audio"].append(_audio(name, t0, n, rng))
+            if "imu" in modalities:
+                raw["imu"].append(_imu(name, t0 - lead_s, n, rng))
+    data = WorldData(
+        labels=np.asarray(labels, dtype=np.int64),
+        start_ns=np.asarray(starts, dtype=np.int64),
+        end_ns=np.asarray(starts, dtype=np.int64) + int(VISION_S * S),
+        block_ns=block_ns,
+    )
+    for m in modalities:
+        data.inputs[m] = featurize(m, raw[m])
+    return data
+
+
+def featurize(modality: str, raw: list) -> Tensor:
+    """The streaming core's featurizers over rendered windows (batched)."""
+    chunk = 64  # bounded peak memory of the float32 intermediates
+    parts = []
+    for i in range(0, len(raw), chunk):
+        part = raw[i : i + chunk]
+        if modality == "vision":
+            parts.append(features.vision_windows(part).half())
+        elif modality == "depth":
+            parts.append(torch.stack([features.depth_frame(f, "u16_mm") for f in part]).half())
+        elif modality == "thermal":
+            parts.append(torch.stack([features.thermal_frame(f, "u16") for f in part]).half())
+        elif modality == "audio":
+            parts.append(features.audio_windows(np.stack(part), AUDIO_RATE_HZ))
+        elif modality == "imu":
+            parts.append(features.imu_windows(np.stack(part), IMU_RATE_HZ))
+        else:
+            raise ValueError(f"unknown world modality {modality!r}")
+    return torch.cat(parts)
+
+
+def prompts() -> list[list[str]]:
+    """Each activity's zero-shot prompts, in class order."""
+    return [list(a.prompts) for a in ACTIVITIES]
