@@ -9,6 +9,7 @@ import torch
 from streambind.errors import CheckpointError, ConfigError
 from streambind.model import (
     FrameConfig,
+    ImageBind,
     ImageBindConfig,
     ModelInputError,
     SeriesConfig,
@@ -314,3 +315,15 @@ def test_world_model_source(tmp_path):
     assert loaded.dtype == torch.bfloat16
     assert set(bound_tower_configs("world", cache_dir=tmp_path)) == {"radar", "tactile"}
     assert read_manifest(world_model_dir(tmp_path))["base"]["derived_from"] == "world"
+
+
+def test_the_constructor_builds_extra_towers_in_the_same_loop():
+    config = ImageBindConfig.tiny().with_towers(RADAR, TACTILE)
+    assert config.modalities[-2:] == ("radar", "tactile")
+    model = ImageBind(config, ["imu", "tactile", "radar"], seed=0)
+    assert model.modalities == ("imu", "radar", "tactile")  # the six first, then extras
+    again = ImageBind(config, ["radar"], seed=0)  # per-tower seeding: same radar weights
+    assert torch.equal(again.state_dict()["towers.radar.stem.proj.weight"],
+                       model.state_dict()["towers.radar.stem.proj.weight"])
+    with pytest.raises(ConfigError, match="unknown modalities"):
+        ImageBind(config, ["sonar"])

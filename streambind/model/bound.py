@@ -389,6 +389,7 @@ def load_bound_model(
                 raise _fail(path, f"{cfg.modality}: the weights' logit scale {scale} is not "
                             f"the manifest's {entry.get('logit_scale')}")
     model.manifest = doc
+    logger.info("loaded bound model %s: %s", path, describe(doc))
     return model.eval()
 
 
