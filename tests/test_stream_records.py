@@ -59,9 +59,41 @@ def test_imu_chunk_rate_and_times():
     ("thermal", np.full((8, 8), 21.5, np.float32), "f32_c", (8, 8)),
 ])
 def test_frames_decode(modality, frame, encoding, shape):
-    (chunk,) = decode(modality, frame_record(modality, "dev", NOW - S, 1, frame, encoding))
-    assert chunk.data.shape == shape
+    rec = frame_record(modality, "dev", NOW - S, 1, frame, encoding)
+    (chunk,) = decode(modality, rec)
+    # Frames stay encoded until a window needs them; the chunk references its record.
+    assert chunk.encoded and chunk.encoding == encoding
+    assert chunk.frame().shape == shape
+    assert np.array_equal(chunk.frame(), frame)
     assert chunk.sample_rate is None
+    assert chunk.source.value == rec.value and chunk.source.key == rec.key
+    assert (chunk.source.partition, chunk.source.offset) == (3, 7)
+    assert len(rec.value) <= chunk.nbytes <= len(rec.value) + 8
+
+
+def vision_value(payload: bytes, w: int = 64, h: int = 48) -> bytes:
+    from streambind.stream.records import encode_columns
+
+    return encode_columns("vision", {"device_id": ["dev"], "ts_ns": [NOW - S], "seq": [1],
+                                     "width": [w], "height": [h], "encoding": ["jpeg"],
+                                     "data": [payload]})
+
+
+def test_a_corrupt_jpeg_body_passes_intake_and_fails_when_decoded():
+    from streambind.errors import FeatureError
+
+    frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    (chunk,) = decode("vision", frame_record("vision", "dev", NOW - S, 1, frame, "jpeg"))
+    payload = bytes(chunk.data)
+    rec = frame_record("vision", "dev", NOW - S, 1, frame, "jpeg")
+    (bad,) = decode("vision", rec._replace(value=vision_value(payload[: len(payload) // 2])))
+    with pytest.raises(FeatureError) as info:  # header intact, scan data cut short
+        bad.frame()
+    assert info.value.reason == "decode_error"
+    # A header that names another size is refused at intake already.
+    with pytest.raises(RecordError) as err:
+        decode("vision", rec._replace(value=vision_value(payload, w=32)))
+    assert err.value.reason == "bad_shape"
 
 
 def test_nan_thermal_is_non_finite_but_nan_depth_is_a_hole():
@@ -69,7 +101,7 @@ def test_nan_thermal_is_non_finite_but_nan_depth_is_a_hole():
     with pytest.raises(RecordError, match="non_finite"):
         decode("thermal", frame_record("thermal", "dev", NOW - S, 1, bad, "f32_c"))
     (chunk,) = decode("depth", frame_record("depth", "dev", NOW - S, 1, bad, "f32_m"))
-    assert np.isnan(chunk.data).all()
+    assert np.isnan(chunk.frame()).all()
 
 
 def test_too_large_payload_and_missing_header():

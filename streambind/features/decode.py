@@ -88,6 +88,43 @@ def _decode_compressed(
         raise FeatureError(f"frame: corrupt {fmt} payload ({exc})", DECODE_ERROR) from exc
 
 
+def check_frame(
+    encoding: str, width: int, height: int, data: bytes | memoryview, *,
+    max_pixels: int = MAX_PIXELS,
+) -> None:
+    """Validate a frame payload without decoding its pixels (cheap: on the consumer thread).
+
+    Raw encodings: the payload length must match the size. Compressed ones: the image
+    header must name the declared size (a corrupt body is only found when the frame is
+    decoded, see :func:`decode_frame`). Raises ``FeatureError`` as :func:`decode_frame`.
+    """
+    if encoding not in FRAME_ENCODINGS:
+        raise FeatureError(f"frame: unknown encoding {encoding!r}", BAD_ENCODING)
+    w, h = _check_size(width, height, max_pixels)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise FeatureError(f"frame: payload must be bytes, got {type(data).__name__}")
+    if encoding in COMPRESSED:
+        formats = COMPRESSED[encoding]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data), formats=list(formats)) as image:
+                    size = image.size
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            raise FeatureError(f"frame: corrupt {formats[0]} header ({exc})",
+                               DECODE_ERROR) from exc
+        if size != (w, h):
+            raise FeatureError(f"frame: declared {w}x{h} but the {formats[0]} header says "
+                               f"{size[0]}x{size[1]}", BAD_SHAPE)
+        return
+    dtype, channels = RAW_DTYPES[encoding]
+    expected = w * h * channels * np.dtype(dtype).itemsize
+    got = len(memoryview(data).cast("B"))
+    if got != expected:
+        raise FeatureError(f"frame: {encoding} {w}x{h} needs {expected} bytes, got {got}",
+                           DECODE_ERROR)
+
+
 def decode_frame(
     encoding: str, width: int, height: int, data: bytes, *, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:

@@ -13,7 +13,11 @@ Pure functions, one per modality, dispatched by :func:`assemble`:
   with no real sample within 0.75 of a period are counted in ``filled_samples``.
 * vision -> :class:`FramesInput`: the window's first and last frame (one frame: used twice).
 * depth, thermal -> :class:`FrameInput`: the frame nearest the window's middle (ties: the
-  earlier), with its wire encoding inferred from the decoded array's dtype.
+  earlier), with its wire encoding (inferred from the dtype for an already decoded array).
+
+Frames arrive encoded and are decoded here, only the selected ones; a selected frame that
+does not decode is replaced by the nearest candidate that does, and reported in
+``failures`` so that the caller dead-letters its record.
 
 Mixed sample rates in one window (a device changed rate mid-window) raise
 :class:`MixedSampleRateError` unless ``resample_to_hz`` is given; then every chunk is put on
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streambind.errors import StreambindError
+from streambind.errors import FeatureError, StreambindError
 from streambind.stream.chunks import SensorChunk
 from streambind.stream.windows import NS_PER_S, ClosedWindow
 
@@ -45,7 +49,12 @@ _THERMAL_ENCODINGS = {
 
 
 class AssemblyError(StreambindError, ValueError):
-    """A closed window cannot be assembled (no data, wrong shapes, unknown modality)."""
+    """A closed window cannot be assembled (no data, wrong shapes, unknown modality).
+
+    ``failures``: frames that did not decode on the way (their records are dead letters).
+    """
+
+    failures: tuple[FrameFailure, ...] = ()
 
 
 class MixedSampleRateError(AssemblyError):
@@ -82,20 +91,34 @@ class ImuInput(SampledInput):
 
 
 @dataclass(frozen=True, slots=True)
+class FrameFailure:
+    """A selected frame that did not decode: its chunk (and record) and the error."""
+
+    chunk: SensorChunk
+    error: FeatureError
+
+
+@dataclass(frozen=True, slots=True)
 class FramesInput:
-    """Vision: the frames the model sees (first and last of the window) and their times."""
+    """Vision: the frames the model sees (first and last of the window) and their times.
+
+    ``failures``: selected frames that did not decode (the nearest good candidate stands in).
+    """
 
     frames: tuple[np.ndarray, ...]
     ts_ns: tuple[int, ...]
+    failures: tuple[FrameFailure, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class FrameInput:
-    """Depth or thermal: one frame, its event time and its wire encoding."""
+    """Depth or thermal: one frame, its event time and its wire encoding (``failures``: as
+    :class:`FramesInput`)."""
 
     frame: np.ndarray
     ts_ns: int
     encoding: str
+    failures: tuple[FrameFailure, ...] = ()
 
 
 RawInput = AudioInput | ImuInput | FramesInput | FrameInput
@@ -234,19 +257,65 @@ def _frames_in_window(window: ClosedWindow) -> list[SensorChunk]:
     return frames  # chunks are sorted by time
 
 
+class _Decoder:
+    """Decodes a window's frames on demand, each at most once, noting the failures."""
+
+    def __init__(self) -> None:
+        self.failures: list[FrameFailure] = []
+        self._done: dict[int, np.ndarray | None] = {}
+
+    def first_good(self, candidates: list[SensorChunk]) -> tuple[SensorChunk, np.ndarray] | None:
+        """The first candidate (in the given order) that decodes."""
+        for chunk in candidates:
+            key = id(chunk)
+            if key not in self._done:
+                try:
+                    self._done[key] = chunk.frame()
+                except FeatureError as exc:
+                    logger.info("frame %s seq %d (offset %d) does not decode: %s",
+                                chunk.device_id, chunk.seq, chunk.offset, exc)
+                    self.failures.append(FrameFailure(chunk, exc))
+                    self._done[key] = None
+            frame = self._done[key]
+            if frame is not None:
+                return chunk, frame
+        return None
+
+    def no_frame(self, window: ClosedWindow) -> AssemblyError:
+        err = AssemblyError(f"window {window.key}: none of its {len(self._done)} candidate "
+                            "frames decodes")
+        err.failures = tuple(self.failures)
+        return err
+
+
 def assemble_vision(window: ClosedWindow) -> FramesInput:
-    """The window's first and last frame (a single frame is used twice), in time order."""
+    """The window's first and last frame (a single frame is used twice), in time order.
+
+    Frames are decoded here; one that does not decode is replaced by the nearest candidate
+    that does (the next one for the first frame, the previous one for the last).
+    """
     frames = _frames_in_window(window)
-    first, last = frames[0], frames[-1]
-    return FramesInput((first.data, last.data), (first.ts_ns, last.ts_ns))
+    decoder = _Decoder()
+    first = decoder.first_good(frames)
+    if first is None:
+        raise decoder.no_frame(window)
+    last = decoder.first_good(frames[::-1]) or first  # (first is a candidate: never None)
+    return FramesInput((first[1], last[1]), (first[0].ts_ns, last[0].ts_ns),
+                       tuple(decoder.failures))
 
 
 def assemble_single_frame(window: ClosedWindow) -> FrameInput:
-    """The frame nearest the window's middle (ties go to the earlier frame)."""
+    """The frame nearest the window's middle (ties go to the earlier frame); when it does
+    not decode, the next nearest that does."""
     frames = _frames_in_window(window)
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2
-    best = min(frames, key=lambda c: (abs(c.ts_ns - middle), c.ts_ns))
-    return FrameInput(best.data, best.ts_ns, frame_encoding(window.modality, best.data))
+    decoder = _Decoder()
+    best = decoder.first_good(sorted(frames, key=lambda c: (abs(c.ts_ns - middle), c.ts_ns)))
+    if best is None:
+        raise decoder.no_frame(window)
+    chunk, frame = best
+    encoding = chunk.encoding or frame_encoding(window.modality, frame)
+    return FrameInput(frame, chunk.ts_ns, encoding, tuple(decoder.failures))
 
 
 def frame_encoding(modality: str, frame: np.ndarray) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from streambind.errors import FeatureError, RecordError
-from streambind.stream.chunks import MODALITIES, SensorChunk
+from streambind.stream.chunks import MODALITIES, SensorChunk, SourceRecord
 from streambind.stream.ipc import read_ipc
 from streambind.stream.schemas import limits, schema_header, sensor_schema
 
@@ -101,11 +101,14 @@ def decode_record(
     offset: int,
     now_ns: int,
     options: DecodeOptions = DecodeOptions(),  # noqa: B008 - frozen, immutable default
+    topic: str = "",
 ) -> list[SensorChunk]:
     """Decode and validate one ``sensors.<modality>`` record into chunks.
 
     Raises :class:`RecordError` with a reason from :data:`REASONS`. Audio and frame records
-    give one chunk per row; an IMU record gives one chunk holding all its samples.
+    give one chunk per row; an IMU record gives one chunk holding all its samples. Frames
+    are checked (size, payload length or image header) but stay encoded; every chunk
+    references its record (``source``, with ``topic``) for a later dead letter.
     """
     if modality not in MODALITIES:
         raise RecordError("bad_schema", f"unknown modality {modality!r}")
@@ -126,11 +129,12 @@ def decode_record(
         raise RecordError("bad_key", "missing key (device id)")
     # The decoded (decompressed) body is bounded like the payload, checked before decoding.
     max_decoded = int(lim.get("max_decoded_bytes", lim["max_payload_bytes"]))
-    table = read_ipc(value, int(lim["max_rows"]), max_decoded)
+    buf = pa.py_buffer(value)
+    table = read_ipc(buf, int(lim["max_rows"]), max_decoded)
     _check_schema(table, modality)
     if table.num_rows == 0:
         raise RecordError("bad_shape", "no rows")
-    devices = set(table.column("device_id").to_pylist())
+    devices = set(table.column("device_id").to_pylist())  # (rows are few: <= max_rows)
     if devices != {device}:
         raise RecordError("bad_key", f"rows name devices {sorted(devices)[:3]}, key {device!r}")
     ts = table.column("ts_ns").to_numpy()
@@ -138,16 +142,17 @@ def decode_record(
         ahead_s = (int(ts.max()) - now_ns) / NS_PER_S
         raise RecordError("future_timestamp", f"{ahead_s:.1f} s ahead of the consumer clock")
     seq = table.column("seq").to_numpy()
+    src = SourceRecord(topic, partition, offset, key, value, headers)
     if modality == "imu":
-        return [_imu_chunk(table, device, ts, seq, lim, partition, offset, options)]
+        return [_imu_chunk(table, device, ts, seq, lim, src, options)]
     if modality == "audio":
-        return _audio_chunks(table, device, ts, seq, lim, partition, offset)
-    return _frame_chunks(modality, table, device, ts, seq, lim, partition, offset, options)
+        return _audio_chunks(table, device, ts, seq, lim, src)
+    return _frame_chunks(modality, table, device, ts, seq, lim, src, options, buf)
 
 
 def _audio_chunks(
     table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray, lim: dict[str, Any],
-    partition: int, offset: int,
+    src: SourceRecord,
 ) -> list[SensorChunk]:
     from streambind.features import decode_pcm
 
@@ -156,6 +161,7 @@ def _audio_chunks(
     encodings = table.column("encoding").to_pylist()
     datas = table.column("data").to_pylist()
     max_s = lim["max_chunk_duration_ms"] / 1000.0
+    share = len(src.value) // len(datas)
     chunks = []
     rows = zip(rates, channels, encodings, datas, strict=True)
     for i, (rate, chans, enc, data) in enumerate(rows):
@@ -178,13 +184,14 @@ def _audio_chunks(
         start = int(ts[i])
         end = start + round(samples.size * NS_PER_S / rate)
         chunks.append(SensorChunk("audio", device, start, end, int(seq[i]), samples,
-                                  float(rate), None, partition, offset))
+                                  float(rate), None, src.partition, src.offset,
+                                  source=src, source_bytes=share))
     return chunks
 
 
 def _imu_chunk(
     table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray, lim: dict[str, Any],
-    partition: int, offset: int, options: DecodeOptions,
+    src: SourceRecord, options: DecodeOptions,
 ) -> SensorChunk:
     data = np.stack([table.column(c).to_numpy() for c in IMU_COLUMNS], axis=1).astype(np.float32)
     if not np.isfinite(data).all():
@@ -203,25 +210,47 @@ def _imu_chunk(
         rate = options.imu_default_rate_hz
     period_ns = round(NS_PER_S / rate)
     return SensorChunk("imu", device, int(ts_sorted[0]), int(ts_sorted[-1]) + period_ns,
-                       int(seq.min()), data, rate, ts_sorted, partition, offset)
+                       int(seq.min()), data, rate, ts_sorted, src.partition, src.offset,
+                       source=src, source_bytes=len(src.value))
+
+
+def _binary_views(column: pa.ChunkedArray, whole: pa.Buffer) -> tuple[list[memoryview], bool]:
+    """The values of a binary column as memoryviews (no copy), and whether they lie in
+    ``whole`` (the record's own bytes) rather than in a decompressed buffer."""
+    views: list[memoryview] = []
+    inside = True
+    lo, hi = whole.address, whole.address + whole.size
+    for arr in column.chunks:
+        _, offsets_buf, values_buf = arr.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+        if values_buf is None:
+            views.extend(memoryview(b"") for _ in range(len(arr)))
+            continue
+        inside = inside and lo <= values_buf.address and values_buf.address + values_buf.size <= hi
+        mem = memoryview(values_buf)
+        views.extend(mem[int(a):int(b)] for a, b in zip(offsets[:-1], offsets[1:], strict=True))
+    return views, inside
 
 
 def _frame_chunks(
     modality: str, table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray,
-    lim: dict[str, Any], partition: int, offset: int, options: DecodeOptions,
+    lim: dict[str, Any], src: SourceRecord, options: DecodeOptions, whole: pa.Buffer,
 ) -> list[SensorChunk]:
-    from streambind.features import decode_frame
+    from streambind.features.decode import check_frame
 
     widths = table.column("width").to_pylist()
     heights = table.column("height").to_pylist()
     encodings = table.column("encoding").to_pylist()
-    datas = table.column("data").to_pylist()
+    datas, zero_copy = _binary_views(table.column("data"), whole)
     interval_ns = options.frame_interval_ns
     if len(ts) > 1:
         spacing = np.diff(np.sort(ts))
         spacing = spacing[spacing > 0]
         if spacing.size:
             interval_ns = int(np.median(spacing))
+    # The record's bytes not already counted as frame payload, shared among its frames.
+    rest = len(src.value) - (sum(len(d) for d in datas) if zero_copy else 0)
+    share = max(rest, 0) // len(datas)
     chunks = []
     for i, (w, h, enc, data) in enumerate(zip(widths, heights, encodings, datas, strict=True)):
         if enc not in lim["encodings"]:
@@ -229,14 +258,15 @@ def _frame_chunks(
         if not (1 <= w <= lim["max_width"] and 1 <= h <= lim["max_height"]):
             raise RecordError("bad_shape", f"{modality} frame {w}x{h}")
         try:
-            frame = decode_frame(enc, w, h, data)
+            check_frame(enc, w, h, data)
         except FeatureError as exc:
             raise RecordError(exc.reason, str(exc)) from exc
-        if modality == "thermal" and frame.dtype.kind == "f" and not np.isfinite(frame).all():
-            raise RecordError("non_finite", "thermal frame holds NaN or infinity")
+        if enc == "f32_c" and not np.isfinite(np.frombuffer(data, dtype="<f4")).all():
+            raise RecordError("non_finite", "thermal frame holds NaN or infinity")  # no copy
         start = int(ts[i])
         chunks.append(SensorChunk(modality, device, start, start + interval_ns, int(seq[i]),
-                                  frame, None, None, partition, offset))
+                                  data, None, None, src.partition, src.offset, encoding=enc,
+                                  width=w, height=h, source=src, source_bytes=share))
     return chunks
 
 
