@@ -66,6 +66,7 @@ def ensure_state_topic(config: Any, timeout_s: float = 30.0) -> bool:
     try:
         admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, client_id=config.client_id,
                                  request_timeout_ms=round(timeout_s * 1000),
+                                 bootstrap_timeout_ms=round(timeout_s * 1000),
                                  **config.security_kwargs())
     except KafkaError as exc:
         raise StateTopicError(f"cannot reach the broker to check {topic!r}: {exc}") from exc
