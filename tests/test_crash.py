@@ -2,11 +2,12 @@
 
 Every window whose data was fully produced yields its output, and a window output twice
 (replay after the crash) carries the same event_id and the same embedding: the restart
-state (watermark, per-device emitted-through marks) keeps the replay from emitting partial
-copies of windows emitted before the crash. Both delivery modes; with exactly-once, a
-``read_committed`` reader also sees each window once, on a broker that hides aborted
-transactions (Apache Kafka; the embedded Tansu broker does not, so that check is skipped
-there and runs with ``STREAMBIND_BOOTSTRAP``).
+state (per device: watermark, emitted-through, windows to rebuild) keeps the replay from
+emitting partial copies of windows emitted before the crash. The devices' clocks differ
+(one 30 s behind, one 50 s ahead) on shared partitions, so event time is per device.
+Both delivery modes; with exactly-once, a ``read_committed`` reader also sees each window
+once, on a broker that hides aborted transactions (Apache Kafka; the embedded Tansu broker
+does not, so that check is skipped there and runs with ``STREAMBIND_BOOTSTRAP``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def _crash_and_restart(bootstrap, make_topic, tmp_path, delivery: str):  # noqa:
     committed = delivery == "exactly_once"
     t0 = aligned_origin_ns()
     devices = ["d0", "d1", "d2"]
+    # Clocks per device: d1 30 s behind, d2 50 s ahead (they share partitions with d0): the
+    # restart state is per device, so each one's replay is rebuilt on its own event time.
+    skew = {"d0": 0, "d1": -30 * S, "d2": 50 * S}
     seconds = {"audio": 16, "imu": 15}
     topics = {"audio": make_topic("sensors.audio", partitions=2),
               "imu": make_topic("sensors.imu")}
@@ -90,10 +94,13 @@ def _crash_and_restart(bootstrap, make_topic, tmp_path, delivery: str):  # noqa:
     # covered and dropped, every window fully inside the stream must come out.
     expected = set()
     for dev in devices:
-        expected |= {(dev, "audio", t0 + k * S, t0 + (k + 2) * S) for k in range(15)}
-        expected |= {(dev, "imu", t0 + k * S // 2 * 5, t0 + k * S // 2 * 5 + 5 * S)
+        t = t0 + skew[dev]
+        expected |= {(dev, "audio", t + k * S, t + (k + 2) * S) for k in range(15)}
+        expected |= {(dev, "imu", t + k * S // 2 * 5, t + k * S // 2 * 5 + 5 * S)
                      for k in range(5)}
-    streams = [timed_stream(d, t0, seconds) for d in devices]
+    # In the order the fleet sends them: by true time, whatever each device's clock says.
+    streams = [[(ts - skew[d], m, r) for ts, m, r in timed_stream(d, t0 + skew[d], seconds)]
+               for d in devices]
     items = []
     for m, r in interleave(*streams):
         items.append((topics[m], r))
