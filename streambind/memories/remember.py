@@ -59,6 +59,8 @@ class RememberConfig:
     fusion: bool = True
     optimize_every_s: float = 60.0
     retention_s: float | None = None  # delete windows that ended longer ago than this
+    max_poll_records: int = 500
+    session_timeout_ms: int = 6_000  # a dead member's partitions move after this
     kafka: dict[str, Any] = field(default_factory=dict)  # extra client settings (security)
 
 
@@ -126,7 +128,12 @@ class Rememberer:
         self._consumer = KafkaConsumer(
             *topics, bootstrap_servers=self.config.bootstrap, group_id=self.config.group,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=self.config.batch_rows, **self.config.kafka)
+            # A poll may return more than a batch (the flush cuts batches); a short fetch
+            # wait keeps freshness low when the topic is quiet.
+            max_poll_records=self.config.max_poll_records, fetch_max_wait_ms=100,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.config.session_timeout_ms // 4),
+            **self.config.kafka)
         if self.config.dlq_topic:
             self._producer = KafkaProducer(bootstrap_servers=self.config.bootstrap,
                                            **self.config.kafka)
@@ -148,8 +155,8 @@ class Rememberer:
                 for tp, records in polled.items():
                     for record in records:
                         self._take(tp.topic, record, memories, labels)
-                if polled:
-                    idle_since = time.monotonic()
+                if polled or not self._consumer.assignment():
+                    idle_since = time.monotonic()  # idle only counts once partitions are ours
                 full = len(memories) >= self.config.batch_rows
                 due = time.monotonic() - batch_started >= self.config.batch_wait_s
                 if polled and (full or due) or (not polled and (memories or labels)):

@@ -29,6 +29,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dlq-topic", default="streambind.dlq", help="'' disables")
     parser.add_argument("--batch-rows", type=int, default=512)
     parser.add_argument("--batch-wait-s", type=float, default=1.0)
+    parser.add_argument("--max-poll-records", type=int, default=500)
     parser.add_argument("--no-fusion", action="store_true", help="store no fused windows")
     parser.add_argument("--optimize-every-s", type=float, default=60.0,
                         help="compaction, index refresh and retention period")
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, group=args.group, embeddings_topic=args.embeddings_topic,
         events_topic=args.events_topic or None, dlq_topic=args.dlq_topic or None,
         batch_rows=args.batch_rows, batch_wait_s=args.batch_wait_s,
+        max_poll_records=args.max_poll_records,
         fusion=not args.no_fusion, optimize_every_s=args.optimize_every_s,
         retention_s=args.retention_s)
     rememberer = Rememberer(store, config)
