@@ -21,10 +21,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                        help="print a label set (streambind.labels format) of the activities")
     parser.add_argument("--threshold", type=float, default=None,
                         help="with --label-set: the threshold of every label")
+    from streambind.world.train_cli import add_arguments  # --train (the world model)
+
+    add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the requested document; with no flag, the listing."""
+    if getattr(args, "train", False):
+        from streambind.world.train_cli import run_train
+
+        return run_train(args)
     from streambind.world.activities import label_set, listing
 
     if args.label_set:

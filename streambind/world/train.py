@@ -70,14 +70,16 @@ def world_config() -> ImageBindConfig:
 class WorldTrainConfig:
     """Sizes of the world model's training run (defaults: a few minutes on 2 CPU cores)."""
 
-    segments_per_class: int = 10
-    windows_per_segment: int = 8
+    # Many short segments rather than few long ones: a segment's windows share their
+    # nuisance, and it is the nuisance the towers must learn to ignore.
+    segments_per_class: int = 40
+    windows_per_segment: int = 2
     val_every: int = 5  # every 5th segment (a contiguous time block) is held out
-    clip_steps: int = 300
+    clip_steps: int = 400
     bind_steps: int = 250
     batch_size: int = 48
-    clip_lr: float = 1e-3
-    bind_lr: float = 1e-3
+    clip_lr: float = 2e-3
+    bind_lr: float = 3e-3
     seed: int = 0
     modalities: tuple[str, ...] = train_data.SENSORS
 
@@ -228,9 +230,16 @@ def ensure_world_model(cache_dir: str | Path | None = None, *, force: bool = Fal
 
 def save_world_model(result: WorldTrainResult, out: Path) -> None:
     """Write the world model as a bound-model directory (manifest + weights)."""
-    from streambind.model.bound import save_bound_model
+    from streambind.model.bound import TowerInfo, save_bound_model
 
-    save_bound_model(result.model, out, base="world", manifest_extra={
-        "trained_by": "streambind world --train", "metrics": result.metrics,
-    })
+    info = {}
+    for m in result.model.modalities:
+        if isinstance(result.metrics.get(m), dict):
+            info[m] = TowerInfo(temperature=recipe.temperature_for(m), pair_with="vision",
+                                training={"world_seed": result.metrics["config"]["seed"],
+                                          "windows": result.metrics["train_windows"]},
+                                metrics=result.metrics[m])
+    save_bound_model(result.model, out, base="world", base_weights=True, info=info,
+                     manifest_extra={"trained_by": "streambind world --train",
+                                     "metrics": result.metrics})
     logger.info("world model written to %s", out)

@@ -20,20 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streambind import features
 from streambind.world.activities import ACTIVITIES, ACTIVITY_NAMES
-from streambind.world.nuisance import Nuisance, sample_nuisance
+from streambind.world.featurize import featurize_batch
+from streambind.world.nuisance import sample_nuisance
+from streambind.world.render import RawWindow, render_windows
 
 logger = logging.getLogger(__name__)
 
 S = 1_000_000_000
-FRAME_HW = (96, 128)  # camera frames are rendered small; the featurizer scales to 224
-DEPTH_HW = (60, 80)
-THERMAL_HW = (48, 64)
-FPS = 4.0
-AUDIO_RATE_HZ = 16000
-IMU_RATE_HZ = 100
-VISION_S, AUDIO_S, IMU_S = 2.0, 2.0, 5.0
+VISION_S, IMU_S = 2.0, 5.0
 SENSORS: tuple[str, ...] = ("audio", "depth", "thermal", "imu")
 
 
@@ -60,30 +55,6 @@ class WorldData:
         return len(self.labels)
 
 
-def _frames(name: str, t_s: float, n: Nuisance, rng: np.random.Generator, modality: str):
-    from streambind.world import raster, scene
-
-    shapes, light = scene.layout(name, t_s, n)
-    if modality == "vision":
-        return raster.render_rgb(shapes, n, rng, *FRAME_HW, light=light)
-    if modality == "depth":
-        return raster.render_depth(shapes, n, rng, *DEPTH_HW)
-    return raster.celsius_to_u16(raster.render_thermal(shapes, n, rng, *THERMAL_HW))
-
-
-def _imu(name: str, t0_s: float, n: Nuisance, rng: np.random.Generator) -> np.ndarray:
-    from streambind.world import motion
-
-    num = int(IMU_S * IMU_RATE_HZ)
-    return motion.render_imu(name, t0_s, num, IMU_RATE_HZ, n, rng)  # (num, 6)
-
-
-def _audio(name: str, t0_s: float, n: Nuisance, rng: np.random.Generator) -> np.ndarray:
-    from streambind.world import sound
-
-    return sound.render_audio(name, t0_s, int(AUDIO_S * AUDIO_RATE_HZ), AUDIO_RATE_HZ, n, rng)
-
-
 def generate(
     segments_per_class: int,
     windows_per_segment: int,
@@ -108,16 +79,11 @@ def generate(
             t0 = lead_s + w * hop_s  # vision window start, seconds into the segment
             labels.append(ACTIVITY_NAMES.index(name))
             starts.append(k * block_ns + int(t0 * S))
-            if "vision" in modalities:
-                last = t0 + VISION_S - 1 / FPS
-                raw["vision"].append([_frames(name, t, n, rng, "vision") for t in (t0, last)])
-            for m in ("depth", "thermal"):
-                if m in modalities:
-                    raw[m].append(_frames(name, t0 + VISION_S / 2, n, rng, m))
-            if "audio" in modalities:
-                raw["audio"].append(_audio(name, t0, n, rng))
-            if "imu" in modalities:
-                raw["imu"].append(_imu(name, t0 - lead_s, n, rng))
+            # The world's own renderer: every modality centred on the same moment.
+            windows = render_windows(name, rng, modalities, nuisance=n,
+                                     centre_s=t0 + VISION_S / 2)
+            for m in modalities:
+                raw[m].append(windows[m])
     data = WorldData(
         labels=np.asarray(labels, dtype=np.int64),
         start_ns=np.asarray(starts, dtype=np.int64),
@@ -129,24 +95,14 @@ def generate(
     return data
 
 
-def featurize(modality: str, raw: list) -> Tensor:
-    """The streaming core's featurizers over rendered windows (batched)."""
-    chunk = 64  # bounded peak memory of the float32 intermediates
+def featurize(modality: str, raw: list[RawWindow]) -> Tensor:
+    """The streaming core's featurizers (through the world's batch helper), in chunks so
+    that the float32 intermediates stay small; frame tensors are kept in float16."""
+    chunk = 64
     parts = []
     for i in range(0, len(raw), chunk):
-        part = raw[i : i + chunk]
-        if modality == "vision":
-            parts.append(features.vision_windows(part).half())
-        elif modality == "depth":
-            parts.append(torch.stack([features.depth_frame(f, "u16_mm") for f in part]).half())
-        elif modality == "thermal":
-            parts.append(torch.stack([features.thermal_frame(f, "u16") for f in part]).half())
-        elif modality == "audio":
-            parts.append(features.audio_windows(np.stack(part), AUDIO_RATE_HZ))
-        elif modality == "imu":
-            parts.append(features.imu_windows(np.stack(part), IMU_RATE_HZ))
-        else:
-            raise ValueError(f"unknown world modality {modality!r}")
+        part = featurize_batch(raw[i : i + chunk])
+        parts.append(part.half() if modality in ("vision", "depth", "thermal") else part)
     return torch.cat(parts)
 
 
