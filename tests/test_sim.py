@@ -172,8 +172,9 @@ def test_unbounded_simulation_streams_live_and_stops_on_signal(bootstrap, make_t
                              "--modalities", "audio", "imu", "--truth", str(truth))
         try:
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (truth.exists() and truth.read_text()):
-                time.sleep(0.2)
+            while time.monotonic() < deadline and not (
+                    truth.exists() and truth.read_text().count("\n") >= 2):
+                time.sleep(0.2)  # each device writes its first segment when it starts
             lines = [json.loads(x) for x in truth.read_text().splitlines()]
             assert {x["device_id"] for x in lines} == {"dev-000", "dev-001"}
             records = read_topic(bootstrap, topic, until=lambda r: len(r) >= 10, timeout_s=30)
