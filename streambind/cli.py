@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("streambind.serve.cli", "run the pipeline on Ray Serve"),
     "demo": ("streambind.demo", "broker + simulator + pipeline with a live table"),
     "world": ("streambind.world.cli", "the synthetic world: activities and prompts"),
+    "bind": ("streambind.bind.cli", "bind a new sensor to the space (Ray Train)"),
+    "eval": ("streambind.bind.eval_cli", "zero-shot accuracy and retrieval vs controls"),
     "remember": ("streambind.memories.remember_cli", "store embedded windows as memories"),
     "search": ("streambind.memories.search_cli", "search memories by text, sound, image, example"),
 }
