@@ -42,7 +42,7 @@ from streambind.stream.runner import run_stream
 
 class SlowStandIn(StandInEmbedder):
     def embed(self, modality, batch):
-        time.sleep(0.15)
+        time.sleep(0.3)
         return super().embed(modality, batch)
 
 def tower(texts):
@@ -80,6 +80,32 @@ def embedded(bootstrap: str, topic: str) -> int:
     return len(read_topic(bootstrap, topic, idle_s=0.3, timeout_s=5))
 
 
+class TopicCount:
+    """Records of a topic so far, from one consumer kept open: polling it is cheap, so the
+    kill lands close to the count asked for even on a loaded machine."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                      auto_offset_reset="earliest")
+        partitions = None
+        while partitions is None:
+            partitions = self.consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.count = 0
+
+    def __call__(self) -> int:
+        for messages in self.consumer.poll(timeout_ms=50).values():
+            self.count += len(messages)
+        return self.count
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def embedded_windows(bootstrap: str, topic: str) -> list[tuple[str, int]]:
     """(device, window start) of every embeddings record, in topic order (one partition)."""
     import pyarrow as pa
@@ -91,11 +117,12 @@ def embedded_windows(bootstrap: str, topic: str) -> list[tuple[str, int]]:
     return rows
 
 
-def run_until(process: subprocess.Popen, log, done, timeout_s: float) -> None:  # noqa: ANN001
+def run_until(process: subprocess.Popen, log, done, timeout_s: float,  # noqa: ANN001
+              poll_s: float = 0.3) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not done():
         assert process.poll() is None, log.read_text()[-2000:]
-        time.sleep(0.3)
+        time.sleep(poll_s)
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -138,12 +165,14 @@ def test_replayed_events_carry_identical_labels(bootstrap, make_topic, tmp_path)
     assert held, "no label was on by hysteresis alone: the test would not exercise it"
 
     cfg = config("crash")
+    progress = TopicCount(bootstrap, cfg["embeddings_topic"])
     first = spawn(cfg, tmp_path / "first.log")
     try:
         run_until(first, tmp_path / "first.log", timeout_s=60,
-                  done=lambda: embedded(bootstrap, cfg["embeddings_topic"]) >= windows // 3)
+                  done=lambda: progress() >= windows // 3, poll_s=0.05)
     finally:
         stop(first, signal.SIGKILL)
+        progress.close()
     before = embedded(bootstrap, cfg["embeddings_topic"])
     assert 0 < before < windows, "the kill must land mid-stream"
     second = spawn(cfg, tmp_path / "second.log")
