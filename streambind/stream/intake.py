@@ -58,7 +58,7 @@ class RecordIntake:
         try:
             chunks = decode_record(modality, msg.key, msg.value, msg.headers,
                                    partition=tp.partition, offset=msg.offset,
-                                   now_ns=time.time_ns(), options=self.options)
+                                   now_ns=time.time_ns(), options=self.options, topic=tp.topic)
         except RecordError as err:
             self.dead_letter(part, msg, modality, err)
             return
