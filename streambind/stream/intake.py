@@ -2,7 +2,7 @@
 and send rejects to the dead-letter topic.
 
 A reject never stops the loop: it is written to ``dlq_topic`` with the original key, value
-and headers plus the error headers (:func:`~streambind.stream.records.dlq_headers`), and
+and headers plus the error headers (:mod:`~streambind.stream.dead_letter`), and
 its offset is held in the partition's tracker until the broker acknowledges the write, so
 a commit never passes a dead letter that could still be lost.
 """
@@ -19,9 +19,10 @@ from streambind import metrics
 from streambind.errors import RecordError
 from streambind.stream.assignment import Assignments
 from streambind.stream.config import StreamConfig
+from streambind.stream.dead_letter import DeadLetterWriter
 from streambind.stream.dispatch import WindowDispatch
 from streambind.stream.partition import PartitionState
-from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record, dlq_headers
+from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record
 from streambind.stream.stats import RunnerStats
 from streambind.stream.windows import WindowKey
 
@@ -38,9 +39,13 @@ class RecordIntake:
         assignments: Assignments,
         dispatch: WindowDispatch,
         stats: RunnerStats,
+        dead_letters: DeadLetterWriter | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
+        self.dead_letters = dead_letters or DeadLetterWriter(
+            config.dlq_topic, producer,
+            max_request_bytes=config.producer_kwargs().get("max_request_size"))
         self.assignments = assignments
         self.dispatch = dispatch
         self.stats = stats
@@ -80,11 +85,9 @@ class RecordIntake:
     def dead_letter(self, part: PartitionState, msg: Any, modality: str, err: RecordError) -> None:
         """Write ``msg`` to the DLQ with ``err``; its offset is held until acknowledged."""
         tp = part.tp
-        logger.debug("dead-letter %s[%d]@%d: %s", tp.topic, tp.partition, msg.offset, err)
         token = part.tracker.hold(tp.partition, msg.offset, "dlq")
-        future = self.producer.send(
-            self.config.dlq_topic, key=msg.key, value=msg.value,
-            headers=dlq_headers(msg.headers, err, tp.topic, tp.partition, msg.offset))
+        future = self.dead_letters.send(msg.key, msg.value, msg.headers, err, tp.topic,
+                                        tp.partition, msg.offset)
         future.add_callback(lambda _md: self.dispatch.on_output(part, token, False))
         future.add_errback(lambda exc: self.dispatch.on_output(part, exc, False))
         self.stats.records_dlq += 1
