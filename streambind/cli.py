@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("streambind.bind.eval_cli", "zero-shot accuracy and retrieval vs controls"),
     "remember": ("streambind.memories.remember_cli", "store embedded windows as memories"),
     "search": ("streambind.memories.search_cli", "search memories by text, sound, image, example"),
+    "memories": ("streambind.memories.http", "memories serve: HTTP API and web page for search"),
 }
 
 BENCHES: dict[str, tuple[str, str]] = {
