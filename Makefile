@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean gpu-wheels gpu-check-dry-run
+.PHONY: test demo lint bench clean gpu-wheels gpu-check-dry-run browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# tests/test_memories_web.py drives the memories page in Debian's headless Chromium: install
+# it (quietly, only when missing) where apt-get and root are at hand, as on CI.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing chromium and chromium-driver (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } \
+				>/dev/null 2>&1 || echo "warning: chromium install failed" >&2; \
+		else echo "warning: no chromium and no root apt-get: the page test skips" >&2; fi; \
+	fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check streambind tests
 	$(PY) -m pytest -q -ra
 
