@@ -132,11 +132,12 @@ def frame_error(exc: FeatureError) -> RecordError:
     return RecordError(BAD_FRAME, f"{exc.reason}: {exc}")
 
 
-def window_error(reason: str, exc: BaseException) -> RecordError:
-    """The dead-letter error of a window's records (``assembly_failed``/``featurize_failed``)."""
+def window_error(reason: str, exc: BaseException, where: str = "") -> RecordError:
+    """The dead-letter error of a window's records (``assembly_failed``/``featurize_failed``);
+    ``where`` (the window) prefixes the detail, then the error's own code when it has one."""
     code = getattr(exc, "reason", None)
     detail = f"{code}: {exc}" if isinstance(code, str) else str(exc)
-    return RecordError(reason, detail)
+    return RecordError(reason, f"{where}{detail}")
 
 
 def count(modality: str, reason: str, n: int = 1) -> None:

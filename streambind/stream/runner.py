@@ -143,7 +143,8 @@ class StreamRunner:
         intake = RecordIntake(cfg, producer, self.assignments, self.dispatch, self.stats)
         worker = EmbedWorker(self.embedder, self.sink, producer, self.model,
                              cfg.max_batch_windows, self.dispatch.on_output,
-                             publishing=self.publishing, is_live=self.assignments.is_live)
+                             publishing=self.publishing, is_live=self.assignments.is_live,
+                             dead_letters=intake.dead_letters)
         try:
             committer.begin()
             worker.start()

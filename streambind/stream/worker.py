@@ -2,6 +2,13 @@
 
 Runs in its own thread so the consumer keeps polling (and pausing) while the embedder works.
 Batches hold windows of one modality, up to ``max_batch_windows``, in arrival order.
+
+Dead letters (:mod:`~streambind.stream.dead_letter`): a frame that fails to decode when its
+window selects it goes to the DLQ as its record (``bad_frame``; the window uses the nearest
+good frame), and the records of a window that fails assembly or featurization go there with
+``assembly_failed``/``featurize_failed``. They are written under the ``publishing`` lock
+(exactly once: inside the open transaction), and the window is released (its offsets may
+be committed) only once its outputs and its dead letters are all acknowledged.
 """
 
 from __future__ import annotations
@@ -14,11 +21,21 @@ from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from kafka.future import Future
+
 from streambind import metrics
 from streambind.errors import FeatureError
-from streambind.stream.assemble import AssemblyError, MixedSampleRateError, RawInput, assemble
+from streambind.stream import dead_letter
+from streambind.stream.assemble import (
+    AssemblyError,
+    FrameFailure,
+    MixedSampleRateError,
+    RawInput,
+    assemble,
+)
+from streambind.stream.dead_letter import DeadLetterWriter
 from streambind.stream.embed import Embedder, featurize
-from streambind.stream.sinks import EmbeddedWindow, WindowSink
+from streambind.stream.sinks import EmbeddedWindow, WindowSink, all_of
 from streambind.stream.windows import NS_PER_S, ClosedWindow, WindowKey
 
 logger = logging.getLogger(__name__)
@@ -48,6 +65,7 @@ class EmbedWorker:
         *,
         publishing: AbstractContextManager[Any] | None = None,
         is_live: Callable[[Hashable], bool] | None = None,
+        dead_letters: DeadLetterWriter | None = None,
     ) -> None:
         self.embedder = embedder
         self.sink = sink
@@ -58,6 +76,7 @@ class EmbedWorker:
         # Held while a batch is published; exactly-once commits and revocations take it.
         self.publishing = publishing if publishing is not None else threading.Lock()
         self.is_live = is_live
+        self.dead_letters = dead_letters  # None: failures are only counted and logged
         self.error: BaseException | None = None
         self._queue: deque[tuple[Hashable, ClosedWindow]] = deque()
         self._cond = threading.Condition()
@@ -109,10 +128,57 @@ class EmbedWorker:
                 self.error = exc
                 return
 
-    def _fail(self, topic: Hashable, window: ClosedWindow, exc: Exception) -> None:
+    def _fail(self, topic: Hashable, window: ClosedWindow, exc: Exception,
+              failures: tuple[FrameFailure, ...] = ()) -> None:
+        """A window that cannot be embedded: its records go to the DLQ, then it is released.
+
+        ``exc``: an :class:`AssemblyError` (reason ``assembly_failed``; its ``failures`` are
+        the frames that did not decode) or a ``FeatureError`` of featurization
+        (``featurize_failed``; ``failures``: the frames assembly had to skip). The records
+        of failed frames are ``bad_frame``; every other record of the window gets the
+        window's reason.
+        """
         logger.warning("window %s failed: %s", window.key, exc)
         metrics.WINDOWS.labels(window.modality, "failed").inc()
-        self.on_output(topic, window.key, True)
+        reason = (dead_letter.ASSEMBLY_FAILED if isinstance(exc, AssemblyError)
+                  else dead_letter.FEATURIZE_FAILED)
+        failures = tuple(failures) + tuple(getattr(exc, "failures", ()))
+        with self.publishing:
+            if self.dead_letters is None or (self.is_live is not None
+                                             and not self.is_live(topic)):
+                futures = []  # revoked meanwhile: the new owner replays (and dead-letters) it
+            else:
+                futures = self._dead_letter_frames(topic, window, failures)
+                bad = {id(f.chunk.source) for f in failures}
+                rest = [c for c in window.chunks if id(c.source) not in bad]
+                err = dead_letter.window_error(
+                    reason, exc, f"window [{window.start_ns}, {window.end_ns}): ")
+                sent = self.dead_letters.send_chunks(topic, rest, err)
+                dead_letter.count(window.modality, reason, len(sent))
+                futures.extend(sent)
+        self._release_after(topic, window.key, futures)
+
+    def _dead_letter_frames(self, topic: Hashable, window: ClosedWindow,
+                            failures: tuple[FrameFailure, ...]) -> list[Future]:
+        """Dead letters of the records of frames that did not decode (``bad_frame``), each
+        record once; call under ``publishing``. Returns the futures of the writes."""
+        if self.dead_letters is None or not failures:
+            return []
+        futures: list[Future] = []
+        for failure in failures:
+            err = dead_letter.frame_error(failure.error)
+            futures.extend(self.dead_letters.send_chunks(topic, [failure.chunk], err))
+        dead_letter.count(window.modality, dead_letter.BAD_FRAME, len(futures))
+        return futures
+
+    def _release_after(self, topic: Hashable, key: WindowKey, futures: list[Future]) -> None:
+        """Release window ``key`` once every one of ``futures`` is acknowledged."""
+        if not futures:
+            self.on_output(topic, key, True)
+            return
+        done = all_of(futures)
+        done.add_callback(lambda _value: self.on_output(topic, key, True))
+        done.add_errback(self._failed, topic)
 
     def _process(self, batch: list[tuple[Hashable, ClosedWindow]]) -> None:
         modality = batch[0][1].modality
@@ -137,10 +203,10 @@ class EmbedWorker:
                     kept.append(item)
                     kept_raws.append(raw)
                 except FeatureError as exc:
-                    self._fail(item[0], item[1], exc)
+                    self._fail(item[0], item[1], exc, _frame_failures(raw))
             if not kept:
                 return
-            good, tensor = kept, featurize(modality, kept_raws)
+            good, raws, tensor = kept, kept_raws, featurize(modality, kept_raws)
         started_s = time.perf_counter()
         embeddings = self.embedder.embed(modality, tensor)
         # The request as the ingest side sees it; the embedder's forward pass is
@@ -158,8 +224,13 @@ class EmbedWorker:
                     self.on_output(topic, window.key, True)  # done here; not published
             items = [EmbeddedWindow(good[i][1], emb[i], self.model) for i in live]
             futures = self.sink.publish(self.producer, items) if items else []
-        for i, future in zip(live, futures, strict=True):
+            # Frames that did not decode (the window used a neighbour): their records.
+            letters = [self._dead_letter_frames(good[i][0], good[i][1], _frame_failures(raws[i]))
+                       for i in live]
+        for i, future, extra in zip(live, futures, letters, strict=True):
             topic, window = good[i]
+            if extra:
+                future = all_of([future, *extra])
             future.add_callback(self._done, topic, window)
             future.add_errback(self._failed, topic)
 
@@ -173,3 +244,8 @@ class EmbedWorker:
 
     def _failed(self, topic: Hashable, exc: BaseException) -> None:
         self.on_output(topic, exc, True)
+
+
+def _frame_failures(raw: RawInput) -> tuple[FrameFailure, ...]:
+    """The frames assembly could not decode (vision, depth, thermal inputs)."""
+    return tuple(getattr(raw, "failures", ()))
