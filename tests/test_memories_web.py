@@ -4,7 +4,7 @@ Ground truth by construction: each class's rows lie near the real (tiny preset) 
 embedding of that class's query (a text prompt, or a ``.wav`` clip), with noise well under
 the distance between classes, and carry the class as their label. A query through the
 server (which loads the model the rows name, as ``search`` does) must bring back rows of
-its own class first; six classes, so chance for the top row is 1/6.
+its own class first; seven classes, so chance for the top row is 1/7.
 
 The page is driven in headless Chromium (Debian's ``chromium`` and ``chromium-driver``;
 ``make test`` installs them when missing). ``STREAMBIND_WEB_SCREENSHOT=PATH`` also writes a
@@ -42,6 +42,7 @@ T0 = parse_time("2026-12-01T08:00:00Z")
 TEXT_CLASSES = {"glass breaking": (150, 200, 230), "a dog barking": (170, 120, 70),
                 "rain on a window": (60, 80, 140), "someone cooking": (230, 140, 40)}
 SOUND_CLASSES = ("beep", "hiss")
+IMAGE_CLASS = "orange sunset"  # rows near the model's embedding of an uploaded picture
 DEVICES = ("kitchen-1", "hall-2", "garden-3")
 PER_CLASS = 6
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -60,6 +61,18 @@ def wav_bytes(kind: str, seconds: float = 2.0, rate: int = 16_000) -> bytes:
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes((np.clip(x, -1, 1) * 32_000).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def sunset_png() -> bytes:
+    from PIL import Image
+
+    y = np.linspace(0, 1, 120)[:, None, None]
+    sky = (1 - y) * np.array([250, 150, 40]) + y * np.array([90, 20, 60])  # (120, 1, 3)
+    frame = np.repeat(sky, 160, axis=1).astype(np.uint8)  # (120, 160, 3)
+    frame[70:90, 60:100] = (255, 220, 90)
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -90,6 +103,7 @@ def world(tmp_path_factory):
     centers = {c: embedder.embed_item(QueryItem("text", c)) for c in TEXT_CLASSES}
     centers.update({c: embedder.embed_item(QueryItem("audio", str(wavs[c])))
                     for c in SOUND_CLASSES})
+    centers[IMAGE_CLASS] = embedder.embed_item(QueryItem("image", sunset_png()))
     names = list(centers)
     stacked = np.stack([centers[c] for c in names])  # (C, D)
     dists = np.linalg.norm(stacked[:, None] - stacked[None], axis=-1)
@@ -103,9 +117,9 @@ def world(tmp_path_factory):
             noise = rng.standard_normal(stacked.shape[1]).astype(np.float32)
             vector = unit(centers[name] + 0.25 * d_min * noise / np.linalg.norm(noise))
             device, start = DEVICES[i % len(DEVICES)], T0 + i * 60 * S  # apart: no merging
-            modality = "vision" if name in TEXT_CLASSES else "audio"
-            thumb = (thumbnail_jpeg(picture(TEXT_CLASSES[name], i))
-                     if modality == "vision" else None)
+            modality = "audio" if name in SOUND_CLASSES else "vision"
+            thumb = (None if modality == "audio" else thumbnail_jpeg(sunset_png())
+                     if name == IMAGE_CLASS else thumbnail_jpeg(picture(TEXT_CLASSES[name], i)))
             wid = window_id(device, modality, start, start + 2 * S, model)
             mems.append(Memory(wid, device, modality, start, start + 2 * S, model, vector,
                                f"sensors.{modality}", 0, i * 10, i * 10 + 9, thumb))
@@ -183,6 +197,9 @@ def test_upload_wav_arithmetic_filters_and_like(server, world):
     body, headers = multipart({"k": "4"}, {"file": ("q.wav", wav_bytes("hiss"))})
     status, out = call(server, "/api/search", body, headers)
     assert status == 200 and labels_of(out["results"]) == ["hiss"] * 4
+    body, headers = multipart({"k": "4"}, {"image": ("q.png", sunset_png())})
+    status, out = call(server, "/api/search", body, headers)
+    assert status == 200 and labels_of(out["results"]) == [IMAGE_CLASS] * 4
 
     # Arithmetic: the same items through the Python API give the same windows and scores.
     query = {"text": ["glass breaking", "a dog barking"], "minus": ["rain on a window::0.5"],
