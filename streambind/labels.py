@@ -16,6 +16,13 @@ one label (a single detector) scores 1 always, so such a set should either add b
 labels ("silence", "an empty room") or use ``"scoring": "cosine"``, where the score is the
 plain cosine similarity in [-1, 1] and thresholds are absolute (model-specific: calibrate).
 
+A label applies to the modalities it lists; without ``modalities`` it applies to every
+modality, sensors bound with ``streambind bind`` included. A bound sensor is named like its
+topic (``"modalities": ["wrist"]`` for ``sensors.wrist``); its prompts are embedded as
+written (:data:`BOUND_TEMPLATES`), as ``streambind eval`` scores them. A name the model
+has no tower for never matches a window (label sets are shared by deployments of
+different models), so the schema bounds names by their form only.
+
 Everything here is pure: the label sets in force and their text embeddings are kept by
 ``streambind.serve.registry``, hysteresis state by the event sink (``serve/events.py``).
 """
@@ -57,16 +64,28 @@ PROMPT_TEMPLATES: dict[str, tuple[str, ...]] = {
     FUSED: ("{}.",),
 }
 """Per-modality prompt templates; each label prompt is wrapped in every template and averaged."""
+BOUND_TEMPLATES: tuple[str, ...] = ("{}.",)
+"""Templates of a sensor bound by ``streambind bind``: the prompt itself (its tower never saw
+text; it sits next to the camera's embedding, which the plain prompt describes)."""
 
 
 @dataclass(frozen=True)
 class Label:
-    """One label: its prompts, the modalities it applies to, and its score threshold."""
+    """One label: its prompts, the modalities it applies to, and its score threshold.
+
+    ``all_modalities``: the document named no modalities, so the label applies to every
+    modality, bound sensors included (``modalities`` then lists the built-in ones).
+    """
 
     name: str
     prompts: tuple[str, ...]
     modalities: tuple[str, ...] = LABEL_MODALITIES
     threshold: float = 0.0
+    all_modalities: bool = False
+
+    def applies_to(self, modality: str) -> bool:
+        """Whether windows of ``modality`` are scored against this label."""
+        return modality in self.modalities or self.all_modalities
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,7 @@ class LabelSet:
                 tuple(item.get("prompts", [item["name"]])),
                 tuple(item.get("modalities", LABEL_MODALITIES)),
                 float(item.get("threshold", 0.0)),
+                "modalities" not in item,
             )
             for item in valid["labels"]
         )
@@ -140,7 +160,7 @@ class LabelSet:
                 {
                     "name": label.name,
                     "prompts": list(label.prompts),
-                    "modalities": list(label.modalities),
+                    **({} if label.all_modalities else {"modalities": list(label.modalities)}),
                     "threshold": label.threshold,
                 }
                 for label in self.labels
@@ -149,7 +169,7 @@ class LabelSet:
 
     def labels_for(self, modality: str) -> tuple[Label, ...]:
         """The labels that apply to ``modality``."""
-        return tuple(label for label in self.labels if modality in label.modalities)
+        return tuple(label for label in self.labels if label.applies_to(modality))
 
 
 @functools.cache
@@ -179,7 +199,7 @@ def validate_label_set_doc(doc: object) -> Mapping[str, Any]:
 
 def prompt_texts(label: Label, modality: str) -> list[str]:
     """Every text the label is embedded from for ``modality``: prompts × templates."""
-    templates = PROMPT_TEMPLATES[modality]
+    templates = PROMPT_TEMPLATES.get(modality, BOUND_TEMPLATES)
     return [template.format(prompt) for prompt in label.prompts for template in templates]
 
 

@@ -67,7 +67,11 @@ def test_event_schema_is_valid_and_checks_events():
           "emitted_at_ns": 5}
     jsonschema.validate(ev, schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**ev, "modality": "smell"}, schema)
+        jsonschema.validate({**ev, "modality": "Smell!"}, schema)
+    # A bound sensor's name is well-formed; the model's own names narrow the schema.
+    jsonschema.validate({**ev, "modality": "smell"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**ev, "modality": "smell"}, schemas.event_json_schema(["audio"]))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({k: v for k, v in ev.items() if k != "event_id"}, schema)
 

@@ -18,11 +18,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from ray import serve
 from ray.serve import Application
 
 from streambind.config import SECRET_KEYS, AppConfig, MetricsSettings, load_config
-from streambind.serve.embedder import EmbedderServer
+from streambind.serve.embedder import EmbedderServer, _windows_in
 from streambind.serve.ingest import IngestReplica
 from streambind.serve.replica import (
     EMBEDDER_APP,
@@ -48,11 +49,42 @@ logger = logging.getLogger(__name__)
 
 
 class EmbedderReplica(EmbedderServer):
-    """The embedder as a Serve replica: the model plus this process's metrics endpoint."""
+    """The embedder as a Serve replica: the model plus this process's metrics endpoint.
+
+    A bound model (``--model DIR`` of ``streambind bind``) has towers beyond the six: their
+    requests are batched by one more ``serve.batch`` queue (one forward per tower in it),
+    and ``info`` lists their configs, so the ingest replicas consume ``sensors.<name>`` and
+    window it as the tower's input spec says without reading the model directory.
+    """
 
     def __init__(self, model: Mapping[str, Any], metrics: Mapping[str, Any]):
         super().__init__(model)
         self.metrics_port = start_replica_metrics(MetricsSettings(**metrics))
+        self._bound = {cfg.modality: cfg for cfg in self.runner.model.config.extra
+                       if cfg.modality in self.runner.modalities}
+
+    def info(self) -> dict[str, Any]:
+        """The embedder's info plus ``bound_towers``: name -> tower config (JSON)."""
+        from streambind.model.kinds import tower_config_to_dict
+
+        return {**super().info(),
+                "bound_towers": {n: tower_config_to_dict(c) for n, c in self._bound.items()}}
+
+    async def embed(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings (B, D); a bound tower's batches share one batching queue."""
+        if modality in self._bound:
+            return await self._embed_bound(batch, modality)
+        return await super().embed(modality, batch)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_windows_in)
+    async def _embed_bound(self, batches: list[torch.Tensor], modalities: list[str]) -> list:
+        out: list[torch.Tensor | None] = [None] * len(batches)
+        for name in dict.fromkeys(modalities):  # one forward per tower, in arrival order
+            idx = [i for i, m in enumerate(modalities) if m == name]
+            parts = await self._forward_merged(name, [batches[i] for i in idx])
+            for i, part in zip(idx, parts, strict=True):
+                out[i] = part
+        return out
 
 
 def _config_from_args(args: Mapping[str, Any]) -> AppConfig:

@@ -46,6 +46,14 @@ def ensure_topics(bootstrap_kwargs: Mapping[str, Any], labels_topic: str) -> Non
         admin.close()
 
 
+def bound_towers(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The bound towers' configs (name -> config) in the embedder's ``info``."""
+    from streambind.model.kinds import tower_config_from_dict
+
+    return {name: tower_config_from_dict(doc)
+            for name, doc in (info.get("bound_towers") or {}).items()}
+
+
 def check_parts(runner: StreamRunner, feed: LabelFeed, registry: LabelRegistry) -> None:
     """Raise ``ServeError`` when the consumer loop failed, or the label feed thread or the
     label preparation thread is gone (the replica would label with outdated sets forever)."""
@@ -86,12 +94,17 @@ class IngestReplica:
         info = self._client.info()
         self.model = info["model"]
         stream_config = self.config.stream_config(model=self.model)
+        bound = bound_towers(info)
+        if bound:  # a bound model: its sensors' topics are consumed too
+            stream_config = dataclasses.replace(stream_config, bound=bound)
+            logger.info("bound sensors of model %s: %s", self.model, ", ".join(
+                f"{n} ({c.kind}, {stream_config.topic(n)})" for n, c in bound.items()))
         client_kwargs = {
             "bootstrap_servers": stream_config.bootstrap,
             **stream_config.security_kwargs(),
         }
         ensure_topics(client_kwargs, self.config.labels.topic)
-        self.registry = LabelRegistry(self._client.embed_texts)
+        self.registry = LabelRegistry(self._client.embed_texts, bound=tuple(bound))
         if self.config.labels.file:  # prepared here: the replica starts with it in force
             self.registry.update(LabelSet.from_file(self.config.labels.file))
         self._feed = LabelFeed(self.registry, self.config.labels.topic, client_kwargs).start()

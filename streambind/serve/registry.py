@@ -37,11 +37,14 @@ class PreparedSet:
     matrices: Mapping[str, torch.Tensor]
 
 
-def prepare(label_set: LabelSet, embed_text: EmbedText) -> PreparedSet:
-    """Compute the text matrices of every modality ``label_set`` labels (remote calls)."""
+def prepare(
+    label_set: LabelSet, embed_text: EmbedText, modalities: tuple[str, ...] = LABEL_MODALITIES
+) -> PreparedSet:
+    """Compute the text matrices of every modality of ``modalities`` (default: the built-in
+    ones; add the model's bound sensors) that ``label_set`` labels (remote calls)."""
     matrices = {
         modality: label_text_matrix(label_set, modality, embed_text)
-        for modality in LABEL_MODALITIES
+        for modality in modalities
         if label_set.labels_for(modality)
     }
     return PreparedSet(label_set, matrices)
@@ -50,8 +53,10 @@ def prepare(label_set: LabelSet, embed_text: EmbedText) -> PreparedSet:
 class LabelRegistry:
     """Thread-safe registry of prepared label sets; newer versions replace older ones."""
 
-    def __init__(self, embed_text: EmbedText):
+    def __init__(self, embed_text: EmbedText, *, bound: tuple[str, ...] = ()):
         self._embed_text = embed_text
+        # Label sets are scored for the built-in modalities and the model's bound sensors.
+        self._modalities = (*LABEL_MODALITIES, *(m for m in bound if m not in LABEL_MODALITIES))
         self._sets: dict[str, PreparedSet] = {}
         self._pending: dict[str, LabelSet] = {}
         self._lock = threading.Lock()
@@ -67,7 +72,7 @@ class LabelRegistry:
         version in force; returns whether it was."""
         if not self._is_new(label_set):
             return False
-        prepared = prepare(label_set, self._embed_text)
+        prepared = prepare(label_set, self._embed_text, self._modalities)
         with self._lock:
             if not self._newer_than_in_force(label_set):
                 return False
@@ -193,7 +198,7 @@ class LabelRegistry:
                 name = min(self._pending)
                 label_set = self._pending[name]
             try:
-                prepared = prepare(label_set, self._embed_text)
+                prepared = prepare(label_set, self._embed_text, self._modalities)
             except Exception as exc:  # noqa: BLE001 - one set must not stop the others
                 # The embedder refused (no text tower, stopped): this version cannot apply.
                 logger.error("label set %s version %d cannot be prepared: %s",

@@ -135,6 +135,10 @@ def assemble(window: ClosedWindow, *, resample_to_hz: float | None = None) -> Ra
         return assemble_vision(window)
     if modality in ("depth", "thermal"):
         return assemble_single_frame(window)
+    from streambind.stream import custom
+
+    if custom.bound_config(modality) is not None:  # its tower's featurizer takes the window
+        return custom.BoundInput(window)
     raise AssemblyError(f"no assembly for modality {modality!r}")
 
 

@@ -56,9 +56,11 @@ class Assignments:
         """The state of ``tp``, created from its restart state on first use."""
         part = self.parts.get(tp)
         if part is None:
-            spec = self.config.window_spec(self._modality_of[tp.topic])
+            modality = self._modality_of[tp.topic]
+            spec = self.config.window_spec(modality)
             part = self.parts[tp] = PartitionState.restored(
-                tp, spec, self.idle_clock, self.restart_doc(consumer, tp), sink=self.sink)
+                tp, spec, self.idle_clock, self.restart_doc(consumer, tp), sink=self.sink,
+                modality=modality)
         return part
 
     def restart_doc(self, consumer: KafkaConsumer, tp: TopicPartition) -> dict:

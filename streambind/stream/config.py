@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from streambind.errors import ConfigError
+from streambind.model.kinds import BoundTowerConfig, check_modality_name
 from streambind.stream.chunks import MODALITIES
 from streambind.stream.windows import NS_PER_S, WindowSpec
 
@@ -50,11 +51,17 @@ class StreamConfig:
     no open window and no record for that long; ``max_window_bytes`` bounds the payload one
     open window retains (chunks beyond it are counted, not kept); ``max_buffered_bytes`` is
     the per-replica bound on payload held in open and queued windows (backpressure).
+
+    ``bound`` maps the name of each sensor bound to the model (``streambind bind``) to its
+    tower config: its topic ``sensors.<name>`` (or ``topics[name]``) is consumed too, its
+    windows follow the tower's input spec (``hop_ms`` and ``window_overrides`` apply by
+    name). ``streambind run --model DIR`` fills it from the model's manifest.
     """
 
     bootstrap: str = "127.0.0.1:9092"
     group_id: str = "streambind"
     modalities: tuple[str, ...] = MODALITIES
+    bound: Mapping[str, BoundTowerConfig] = field(default_factory=dict)
     topics: Mapping[str, str] = field(default_factory=dict)
     events_topic: str = "streambind.events"
     embeddings_topic: str = "streambind.embeddings"
@@ -97,8 +104,9 @@ class StreamConfig:
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or not self.modalities:
             raise ConfigError(f"modalities must be a non-empty subset of {MODALITIES}")
-        for name in ("topics", "hop_ms", "window_overrides"):
+        for name in ("bound", "topics", "hop_ms", "window_overrides"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
+        self._check_bound()
         if self.max_buffered_windows < 1 or self.max_batch_windows < 1:
             raise ConfigError("max_buffered_windows and max_batch_windows must be >= 1")
         if self.allowed_lateness_s < 0 or self.idle_timeout_s <= 0 or self.max_future_s <= 0:
@@ -110,8 +118,27 @@ class StreamConfig:
                               "device_ttl_s > 0")
         if self.transaction_timeout_s <= 0:
             raise ConfigError("transaction_timeout_s must be > 0")
-        for modality in self.modalities:
+        for modality in (*self.modalities, *self.bound):
             self.window_spec(modality)  # validates hop and overrides early
+
+    def _check_bound(self) -> None:
+        from streambind.stream import custom
+
+        for name, cfg in self.bound.items():
+            check_modality_name(name)
+            if not isinstance(cfg, BoundTowerConfig) or cfg.modality != name:
+                raise ConfigError(f"bound[{name!r}] must be the tower config of {name!r}")
+            custom.register(cfg)  # the decoders and featurizers look it up by name
+        if self.bound:
+            topics = [self.topic(m) for m in (*self.modalities, *self.bound)]
+            if len(set(topics)) != len(topics):
+                raise ConfigError(f"a bound sensor shares a topic with another stream: "
+                                  f"{sorted(topics)}")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Every consumed stream: the configured modalities, then the bound sensors."""
+        return (*self.modalities, *self.bound)
 
     @property
     def exactly_once(self) -> bool:
@@ -124,7 +151,7 @@ class StreamConfig:
 
     def modality_of(self) -> dict[str, str]:
         """Topic -> modality for the consumed modalities."""
-        return {self.topic(m): m for m in self.modalities}
+        return {self.topic(m): m for m in self.streams}
 
     def window_spec(self, modality: str) -> WindowSpec:
         """The :class:`WindowSpec` of ``modality`` with this config's settings applied."""
@@ -139,6 +166,10 @@ class StreamConfig:
         if modality in self.hop_ms:
             overrides["hop_ns"] = int(self.hop_ms[modality]) * 1_000_000
         overrides.update(self.window_overrides.get(modality, {}))
+        if modality in self.bound:
+            from streambind.stream import custom
+
+            return custom.window_spec_for(modality, **overrides)
         try:
             return WindowSpec.default(modality, **overrides)
         except TypeError as exc:

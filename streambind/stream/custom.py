@@ -13,23 +13,34 @@ with the same window semantics (a series like audio: chunks join every window th
 overlaps; a frame like depth: the frame nearest the window's middle); the window keeps the
 sensor's name everywhere else. Decoding is bounded like the six (rows, payload and decoded
 bytes), and every rejection is a :class:`~streambind.errors.RecordError` with a DLQ reason.
+
+In ``streambind run`` (a bound model): :class:`~streambind.stream.config.StreamConfig`
+registers the model's bound towers here (:func:`register`), so that the core's entry points
+dispatch a bound sensor's name to this module: ``records.decode_record`` to
+:func:`decode_bound`, the partition's windower is a :class:`NamedWindower` (carrier
+semantics, the sensor's name in every window key), ``assemble`` keeps the window whole
+(:class:`BoundInput`) and ``embed.featurize`` calls :func:`featurize_bound`, which builds
+the same tower inputs as ``streambind bind`` did (:func:`tower_input`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import torch
 from scipy.signal import resample_poly
 
-from streambind.errors import FeatureError, RecordError
+from streambind.errors import ConfigError, FeatureError, RecordError
 from streambind.model.kinds import BoundTowerConfig, FrameConfig, SeriesConfig
 from streambind.stream.chunks import SensorChunk, SourceRecord
 from streambind.stream.ipc import read_ipc
-from streambind.stream.window_types import NS_PER_S, ClosedWindow, WindowSpec
+from streambind.stream.window_types import NS_PER_S, ClosedWindow, WindowKey, WindowSpec
+from streambind.stream.windows import Windower
 
 logger = logging.getLogger(__name__)
 
@@ -247,3 +258,107 @@ def tower_input(window: ClosedWindow, cfg: BoundTowerConfig) -> torch.Tensor:
     if isinstance(cfg, FrameConfig):
         return frame_input(window, cfg)
     raise FeatureError(f"no featurizer for tower kind {cfg.kind!r}", "bad_shape")
+
+
+# --------------------------------------------------------------------------- in the runner
+# The bound towers this process consumes, by name. Registered by StreamConfig (one per
+# process in practice: the ingest replica's model); a name bound twice must agree.
+_BOUND: dict[str, BoundTowerConfig] = {}
+_BOUND_LOCK = threading.Lock()
+
+
+def register(cfg: BoundTowerConfig) -> None:
+    """Make ``cfg``'s sensor known to the core's decoders, windowers and featurizers.
+
+    Idempotent for the same config; ``ConfigError`` if the name is bound to another one
+    (two models in one process that disagree on what ``sensors.<name>`` carries)."""
+    if not isinstance(cfg, BoundTowerConfig):
+        raise ConfigError(f"not a bound tower config: {type(cfg).__name__}")
+    with _BOUND_LOCK:
+        known = _BOUND.get(cfg.modality)
+        if known is not None and known != cfg:
+            raise ConfigError(f"sensor {cfg.modality!r} is already bound to another tower "
+                              f"config ({known.kind}, {known.input_spec()}) in this process")
+        _BOUND[cfg.modality] = cfg
+
+
+def bound_config(name: str) -> BoundTowerConfig | None:
+    """The registered tower config of sensor ``name`` (None: not a bound sensor here)."""
+    return _BOUND.get(name)
+
+
+def decode_bound(name: str, key: bytes | None, value: bytes | None,
+                 record_headers: Sequence[tuple[str, bytes]] | None, *, partition: int,
+                 offset: int, now_ns: int, max_future_ns: int = 60 * NS_PER_S,
+                 frame_interval_ns: int = 250_000_000, topic: str = "") -> list[SensorChunk]:
+    """Decode a ``sensors.<name>`` record of a registered bound sensor into carrier chunks.
+
+    The record's kind is the tower's, not the record's say-so: a frame record on a series
+    sensor's topic is ``bad_schema``, like a record of an unknown sensor."""
+    cfg = _BOUND.get(name)
+    if cfg is None:
+        raise RecordError("bad_schema", f"unknown modality {name!r} (no bound tower of "
+                          "that name in this model)")
+    return decode(cfg.kind, key, value, record_headers, partition=partition, offset=offset,
+                  now_ns=now_ns, topic=topic, max_future_ns=max_future_ns,
+                  frame_interval_ns=frame_interval_ns)
+
+
+class NamedWindower(Windower):
+    """The core's windower under a carrier spec whose windows carry the sensor's name.
+
+    Chunks arrive as the carrier modality (what the windower's semantics key on); every
+    window key it hands out (add results, closed windows, open windows) names the sensor,
+    so offsets, event ids, batching, labels and restart state are the sensor's own.
+    """
+
+    def __init__(self, name: str, spec: WindowSpec, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        cfg = _BOUND.get(name)
+        if cfg is not None and spec.modality != CARRIER[cfg.kind]:
+            raise ConfigError(f"{name}: a {cfg.kind} sensor is windowed as "
+                              f"{CARRIER[cfg.kind]}, not {spec.modality}")
+        self.name = name
+        super().__init__(spec, *args, **kwargs)
+
+    @property
+    def modality(self) -> str:
+        """The sensor's name (the windows' modality)."""
+        return self.name
+
+    def _key(self, device_id: str, rng: tuple[int, int]) -> WindowKey:
+        return WindowKey(device_id, self.name, rng[0], rng[1])
+
+
+def window_spec_for(name: str, **overrides) -> WindowSpec:  # noqa: ANN003
+    """The carrier :class:`WindowSpec` of a registered sensor, as ``bind`` windows it
+    (the tower's window, half-window hop), with the runner's settings in ``overrides``
+    (``hop_ns``, lateness, idle timeout, coverage, ...)."""
+    cfg = _BOUND.get(name)
+    if cfg is None:
+        raise ConfigError(f"{name!r} is not a bound sensor of this model")
+    spec = window_spec(cfg)
+    params = {"hop_ns": spec.hop_ns, **overrides}
+    try:
+        return WindowSpec(spec.modality, spec.size_ns, **params)
+    except TypeError as exc:
+        raise ConfigError(f"bad window override for {name}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class BoundInput:
+    """A bound sensor's closed window, kept whole until its tower's featurizer runs."""
+
+    window: ClosedWindow
+
+
+def featurize_bound(name: str, inputs: Sequence[object]) -> torch.Tensor:
+    """(B, *input_shape) tower inputs of a registered sensor's windows, as bind made them."""
+    cfg = _BOUND.get(name)
+    if cfg is None:
+        raise FeatureError(f"no bound tower named {name!r} in this process", "bad_shape")
+    windows = []
+    for item in inputs:
+        if not isinstance(item, BoundInput):
+            raise TypeError(f"expected BoundInput, got {type(item).__name__}")
+        windows.append(item.window)
+    return torch.stack([tower_input(w, cfg) for w in windows])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from streambind import features
+from streambind.stream import custom
 from streambind.stream.assemble import (
     AudioInput,
     FrameInput,
@@ -72,7 +73,9 @@ def featurize(modality: str, inputs: Sequence[RawInput]) -> torch.Tensor:
     """Featurize assembled windows of one modality into one batch tensor, in input order.
 
     audio -> (B, 1, 128, 204); imu -> (B, 6, 2000); vision -> (B, 3, 2, 224, 224);
-    depth, thermal -> (B, 1, 224, 224). Raises ``FeatureError`` on bad data.
+    depth, thermal -> (B, 1, 224, 224); a sensor bound by ``streambind bind`` -> (B, *its
+    tower's input shape), built exactly as bind built its training inputs
+    (:func:`streambind.stream.custom.featurize_bound`). Raises ``FeatureError`` on bad data.
     """
     if modality == "vision":
         return features.vision_windows([list(_as(FramesInput, x).frames) for x in inputs])
@@ -81,6 +84,8 @@ def featurize(modality: str, inputs: Sequence[RawInput]) -> torch.Tensor:
         frames = [_as(FrameInput, x) for x in inputs]
         return torch.stack([fn(f.frame, f.encoding) for f in frames])
     if modality not in ("audio", "imu"):
+        if custom.bound_config(modality) is not None:
+            return custom.featurize_bound(modality, inputs)
         raise ValueError(f"unknown modality {modality!r}")
     kind = AudioInput if modality == "audio" else ImuInput
     fn_batch = features.audio_windows if modality == "audio" else features.imu_windows

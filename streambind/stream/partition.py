@@ -72,19 +72,29 @@ class PartitionState:
         clock: Callable[[], float],
         doc: Mapping[str, Any] | None = None,
         sink: Any = None,
+        modality: str | None = None,
     ) -> PartitionState:
         """A partition's state rebuilt from ``doc`` (its restart document, or nothing).
 
         The sink's state of every device in ``doc`` is restored before any of its windows
         is processed (``sink.restore_state(device, modality, state)``, when the sink has it).
+        ``modality``: the stream's name when it is not ``spec.modality``, i.e. a bound
+        sensor windowed under its carrier (:class:`~streambind.stream.custom.NamedWindower`).
         """
+        name = modality or spec.modality
         states, legacy_wm = decode_doc(dict(doc or {}))
         restore = getattr(sink, "restore_state", None)
         for device_id, state in states.items():
             if state.sink is not None and restore is not None:
-                restore(device_id, spec.modality, state.sink)
-        windower = Windower(spec, clock, partition=tp.partition, restored=states,
-                            initial_watermark_ns=legacy_wm)
+                restore(device_id, name, state.sink)
+        kwargs = {"partition": tp.partition, "restored": states,
+                  "initial_watermark_ns": legacy_wm}
+        if name != spec.modality:
+            from streambind.stream.custom import NamedWindower
+
+            windower: Windower = NamedWindower(name, spec, clock, **kwargs)
+        else:
+            windower = Windower(spec, clock, **kwargs)
         return cls(tp, windower, OffsetTracker(), sink=sink)
 
     def commit_point(self) -> int | None:
@@ -96,7 +106,7 @@ class PartitionState:
         states = self.windower.restart_states(self.tracker.unreleased(self.tp.partition))
         take = getattr(self.sink, "restart_state", None)
         if take is not None:
-            modality = self.windower.spec.modality
+            modality = getattr(self.windower, "name", self.windower.spec.modality)
             for device_id, state in list(states.items()):
                 if state.sink_through_ns is None:
                     continue

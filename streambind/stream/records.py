@@ -110,8 +110,13 @@ def decode_record(
     are checked (size, payload length or image header) but stay encoded; every chunk
     references its record (``source``, with ``topic``) for a later dead letter.
     """
-    if modality not in MODALITIES:
-        raise RecordError("bad_schema", f"unknown modality {modality!r}")
+    if modality not in MODALITIES:  # a sensor bound by `streambind bind` (or unknown)
+        from streambind.stream import custom
+
+        return custom.decode_bound(modality, key, value, headers, partition=partition,
+                                   offset=offset, now_ns=now_ns, topic=topic,
+                                   max_future_ns=options.max_future_ns,
+                                   frame_interval_ns=options.frame_interval_ns)
     lim = limits(modality)
     want = schema_header(modality)
     got = _header(headers, "schema")

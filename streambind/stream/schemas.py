@@ -7,9 +7,11 @@ install); an installed package falls back to its byte-identical copy in
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,15 @@ def embeddings_schema(dim: int) -> pa.Schema:
     return _to_arrow(load_json("embeddings.v1.json"), dim)
 
 
-def event_json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a ``streambind.events`` value."""
-    return load_json("event.schema.json")
+def event_json_schema(modalities: Iterable[str] | None = None) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a ``streambind.events`` value.
+
+    ``modalities``: the towers of the model that produced the events (a bound model adds
+    its sensors' names); the schema's ``modality`` is then exactly one of them or
+    ``fused``, instead of any well-formed sensor name."""
+    doc = load_json("event.schema.json")
+    if modalities is None:
+        return doc
+    doc = copy.deepcopy(doc)
+    doc["properties"]["modality"] = {"enum": sorted({*modalities, "fused"} - {"text"})}
+    return doc
