@@ -48,6 +48,15 @@ BUFFERED_WINDOWS = Gauge(
     "streambind_buffered_windows",
     "Closed windows waiting for the embedder.",
 )
+OPEN_WINDOW_BYTES = Gauge(
+    "streambind_open_window_bytes",
+    "Payload bytes held in open windows, over the partitions assigned here (a chunk in two "
+    "overlapping windows counts twice); with the queued bytes, bounded by max_buffered_bytes.",
+)
+QUEUED_WINDOW_BYTES = Gauge(
+    "streambind_queued_window_bytes",
+    "Payload bytes of closed windows queued to the embedder and not yet acknowledged.",
+)
 TRACKED_DEVICES = Gauge("streambind_tracked_devices", "Devices with event-time state here.")
 BATCH_SIZE = Histogram(
     "streambind_batch_size",
@@ -126,7 +135,8 @@ def _suffixed_names() -> set[str]:
     for metric in (BATCH_SIZE, EMBED_SECONDS, EMBED_REQUEST_WINDOWS, EMBED_REQUEST_SECONDS,
                    LATENCY_SECONDS):
         names.update(metric._name + suffix for suffix in ("_bucket", "_count", "_sum"))
-    for metric in (CONSUMER_LAG, PAUSED_PARTITIONS, BUFFERED_WINDOWS, LABEL_SETS_PENDING):
+    for metric in (CONSUMER_LAG, PAUSED_PARTITIONS, BUFFERED_WINDOWS, LABEL_SETS_PENDING,
+                   OPEN_WINDOW_BYTES, QUEUED_WINDOW_BYTES):
         names.add(metric._name)
     return names
 

@@ -1,15 +1,38 @@
-"""Backpressure: pause the assigned partitions while too much work is buffered.
+"""Backpressure: pause the assigned partitions while too much work is held.
 
-Closed windows queued to the worker and not yet acknowledged are counted; at
-``max_buffered_windows`` the consumer pauses every assigned partition (it keeps polling, so
-it stays in its group) and resumes them below half of it.
+Two bounds, per replica (one runner):
+
+* windows: closed windows queued to the worker and not yet acknowledged; at
+  ``max_buffered_windows`` the consumer pauses and resumes at half of it;
+* bytes: the payload held in open windows (the sum of
+  :attr:`~streambind.stream.windows.Windower.held_bytes` over the assigned partitions) plus
+  the payload of the windows queued to the worker; above ``max_buffered_bytes`` the consumer
+  pauses and resumes at :data:`RESUME_FRACTION` of it.
+
+Pausing keeps the consumer polling, so it stays in its group. The byte bound is checked
+after every record (:meth:`Backpressure.feed`): the records of a poll beyond the bound are
+not handled now, the consumer is sent back to the first of them (``seek``, they are fetched
+again after the resume), so the bytes held never exceed the bound by more than what one
+record adds.
+
+Never a deadlock: queued windows drain through the worker by themselves, but open windows
+only close when their device's watermark or idle timeout passes, and a paused consumer
+reads no record to move a watermark. The runner freezes the idle clock while paused (a
+device whose records wait in Kafka is not idle), except when the pause waits for open
+windows (:attr:`Backpressure.waits_for_open_windows`: the open bytes alone are above the
+resume level, so draining the worker cannot end the pause). Then the idle clock runs, the
+devices' windows close by the idle timeout, and the bound holds at a price that is counted:
+records of windows closed that way that arrive after the resume are late. That only happens
+when ``max_buffered_bytes`` is smaller than what the open windows of the active devices need.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from streambind import metrics
 from streambind.stream.config import StreamConfig
@@ -17,27 +40,101 @@ from streambind.stream.stats import RunnerStats
 
 logger = logging.getLogger(__name__)
 
+RESUME_FRACTION = 0.75  # of max_buffered_bytes: resume at or below it (hysteresis)
+
 
 class Backpressure:
-    """Pauses and resumes the consumer's partitions (runner thread)."""
+    """Pauses and resumes the consumer's partitions (runner thread).
 
-    def __init__(self, config: StreamConfig, stats: RunnerStats) -> None:
+    ``open_bytes``: returns the bytes held in open windows now; ``queued_bytes``: the bytes
+    of the windows queued to the worker (both default to 0: the byte bound is then off).
+    """
+
+    def __init__(
+        self, config: StreamConfig, stats: RunnerStats, *,
+        open_bytes: Callable[[], int] = lambda: 0, queued_bytes: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.config = config
         self.stats = stats
+        self.open_bytes = open_bytes
+        self.queued_bytes = queued_bytes
         self.paused = False
+        self.resume_bytes = int(config.max_buffered_bytes * RESUME_FRACTION)
+        self._open = 0
+        self._queued = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Open plus queued window bytes at the last check."""
+        return self._open + self._queued
+
+    @property
+    def waits_for_open_windows(self) -> bool:
+        """Paused, and only closing open windows can end it (then the idle clock must run)."""
+        return self.paused and self._open > self.resume_bytes
+
+    def _measure(self) -> int:
+        self._open, self._queued = int(self.open_bytes()), int(self.queued_bytes())
+        total = self._open + self._queued
+        if total > self.stats.max_buffered_bytes:
+            self.stats.max_buffered_bytes = total
+        return total
+
+    def full(self) -> bool:
+        """Whether the held bytes are above ``max_buffered_bytes`` (measured now)."""
+        return self._measure() > self.config.max_buffered_bytes
 
     def apply(self, consumer: KafkaConsumer, buffered: int) -> None:
-        """Pause at the limit (also partitions assigned since), resume below half of it."""
+        """Pause at a bound (also partitions assigned since), resume below both resume
+        levels. ``buffered``: windows queued to the worker and not yet acknowledged."""
         limit = self.config.max_buffered_windows
+        total = self._measure()
+        over_bytes = total > self.config.max_buffered_bytes
         assigned = consumer.assignment()
-        if buffered >= limit and assigned:
+        if (buffered >= limit or over_bytes) and assigned:
             if not self.paused:
                 self.stats.pauses += 1
-                logger.info("pausing %d partitions: %d windows buffered", len(assigned),
-                            buffered)
+                logger.info("pausing %d partitions: %d windows, %d bytes held (%d open)",
+                            len(assigned), buffered, total, self._open)
             consumer.pause(*assigned)  # also covers partitions assigned since
             self.paused = True
-        elif self.paused and buffered <= limit // 2:
+        elif self.paused and buffered <= limit // 2 and total <= self.resume_bytes:
             consumer.resume(*consumer.paused())
             self.paused = False
+        metrics.PAUSED_PARTITIONS.set(len(consumer.paused()))
+        metrics.OPEN_WINDOW_BYTES.set(self._open)
+        metrics.QUEUED_WINDOW_BYTES.set(self._queued)
+
+    def feed(
+        self, consumer: KafkaConsumer,
+        batches: Sequence[tuple[TopicPartition, Sequence[Any]]],
+        handle: Callable[[KafkaConsumer, TopicPartition, Any], None],
+    ) -> int:
+        """Hand the polled records to ``handle`` in order until the byte bound is passed;
+        send the consumer back to the first record not handled on each partition (and
+        pause). Returns the number of records handled."""
+        handled = 0
+        for n, (tp, messages) in enumerate(batches):
+            for i, msg in enumerate(messages):
+                handle(consumer, tp, msg)
+                handled += 1
+                if self.full():
+                    rest = [(tp, messages[i + 1:]), *batches[n + 1:]]
+                    self._hold_back(consumer, rest)
+                    return handled
+        return handled
+
+    def _hold_back(self, consumer: KafkaConsumer,
+                   rest: Iterable[tuple[TopicPartition, Sequence[Any]]]) -> None:
+        for tp, messages in rest:
+            if messages:
+                consumer.seek(tp, messages[0].offset)  # fetched again after the resume
+        assigned = consumer.assignment()
+        if assigned:
+            if not self.paused:
+                self.stats.pauses += 1
+                logger.info("pausing %d partitions: %d bytes held (%d open)", len(assigned),
+                            self.held_bytes, self._open)
+            consumer.pause(*assigned)
+            self.paused = True
         metrics.PAUSED_PARTITIONS.set(len(consumer.paused()))

@@ -3,8 +3,8 @@
 The worker and the producer's callbacks report from their own threads through
 :meth:`WindowDispatch.on_output` (a queue); the runner thread drains the queue
 (:meth:`WindowDispatch.drain_acks`) and releases the holds, so the trackers have one caller.
-``buffered`` counts the windows queued to the worker and not yet acknowledged (the measure
-that backpressure acts on).
+``buffered`` counts the windows queued to the worker and not yet acknowledged, and
+``queued_bytes`` their payload bytes (the measures that backpressure acts on).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from streambind import metrics
 from streambind.errors import StreambindError
 from streambind.stream.partition import PartitionState
 from streambind.stream.stats import RunnerStats
+from streambind.stream.window_buffer import chunk_nbytes
 from streambind.stream.windows import ClosedWindow, WindowKey
 from streambind.stream.worker import EmbedWorker
 
@@ -31,6 +32,8 @@ class WindowDispatch:
     def __init__(self, stats: RunnerStats) -> None:
         self.stats = stats
         self.buffered = 0
+        self.queued_bytes = 0
+        self._bytes: dict[tuple[int, WindowKey], int] = {}  # (id(part), key) -> bytes queued
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
 
     def dispatch(self, worker: EmbedWorker, part: PartitionState,
@@ -53,6 +56,10 @@ class WindowDispatch:
             if window.gap_filled:
                 metrics.WINDOWS.labels(window.modality, "gap_filled").inc()
             self.buffered += 1
+            nbytes = sum(chunk_nbytes(c) for c in window.chunks)
+            where = (id(part), window.key)
+            self._bytes[where] = self._bytes.get(where, 0) + nbytes
+            self.queued_bytes += nbytes
             self.stats.windows_queued += 1
             self.stats.max_buffered = max(self.stats.max_buffered, self.buffered)
             worker.put(part, window)
@@ -74,6 +81,7 @@ class WindowDispatch:
                 raise StreambindError(f"publishing failed: {hold}") from hold
             if counted:
                 self.buffered -= 1
+                self.queued_bytes -= self._bytes.pop((id(part), hold), 0)
             if parts.get(part.tp) is part:  # else: revoked since, state is gone
                 self.release(part, hold)
         metrics.BUFFERED_WINDOWS.set(self.buffered)

@@ -92,12 +92,17 @@ class StreamRunner:
                                        self.publishing, on_forget=self.lag.forget)
         self.assignments.sink = self.sink
         self.dispatch = WindowDispatch(self.stats)
-        self.backpressure = Backpressure(config, self.stats)
+        self.backpressure = Backpressure(config, self.stats, open_bytes=self._open_bytes,
+                                         queued_bytes=lambda: self.dispatch.queued_bytes)
 
     @property
     def _buffered(self) -> int:
         """Windows queued to the worker and not yet acknowledged."""
         return self.dispatch.buffered
+
+    def _open_bytes(self) -> int:
+        """Payload bytes held in the open windows of the assigned partitions."""
+        return sum(part.windower.held_bytes for part in self.assignments.parts.values())
 
     @property
     def _parts(self) -> dict[TopicPartition, PartitionState]:
@@ -176,7 +181,9 @@ class StreamRunner:
         batches = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
         if batches and self.stats.first_poll_s is None:
             self.stats.first_poll_s = polled_s
-        if self.backpressure.paused or self.lag.behind(consumer, batches):
+        if self.backpressure.waits_for_open_windows:
+            self._idle_clock.thaw()  # only closing open windows ends this pause (no deadlock)
+        elif self.backpressure.paused or self.lag.behind(consumer, batches):
             self._idle_clock.freeze()
         else:
             self._idle_clock.thaw()
@@ -184,11 +191,10 @@ class StreamRunner:
         assigned = consumer.assignment()
         if assigned:
             self.ready.set()
-        for tp, messages in batches.items():
-            if tp not in assigned or tp in rewound:
-                continue  # fetched before the rebalance: read again from the committed offset
-            for msg in messages:
-                intake.handle(consumer, tp, msg)
+        # Records fetched before a rebalance are read again from the committed offset.
+        self.backpressure.feed(consumer, [(tp, msgs) for tp, msgs in batches.items()
+                                          if tp in assigned and tp not in rewound],
+                               intake.handle)  # stops (and seeks back) at the byte bound
         for part in list(self.assignments.parts.values()):
             self.dispatch.dispatch(worker, part, part.windower.poll())
         if commits.due():

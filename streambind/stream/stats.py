@@ -15,6 +15,7 @@ class RunnerStats:
     windows_queued: int = 0
     windows_dropped: int = 0
     max_buffered: int = 0
+    max_buffered_bytes: int = 0  # peak of open + queued window bytes (backpressure)
     pauses: int = 0
     commits: int = 0
     first_poll_s: float | None = None  # perf_counter() before the poll with the first records
