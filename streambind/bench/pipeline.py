@@ -26,9 +26,11 @@ from contextlib import ExitStack
 import numpy as np
 import torch
 
+from streambind.units import NS_PER_S
+
 logger = logging.getLogger(__name__)
 
-S = 1_000_000_000
+S = NS_PER_S  # short name for event-time arithmetic
 WINDOW_S = {"audio": 2, "vision": 2, "depth": 2, "thermal": 2, "imu": 5}
 INPUT_SHAPES = {
     "audio": (1, 128, 204),

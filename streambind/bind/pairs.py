@@ -30,8 +30,9 @@ import torch
 from streambind.errors import ConfigError, FeatureError, RecordError, StreambindError
 from streambind.model.kinds import BoundTowerConfig, tower_config_from_dict, tower_config_to_dict
 from streambind.stream import custom
-from streambind.stream.window_types import NS_PER_S, ClosedWindow, WindowSpec
+from streambind.stream.window_types import ClosedWindow, WindowSpec
 from streambind.stream.windows import Windower
+from streambind.units import NS_PER_S
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streambind.sim.records import Record, audio_record, frame_record, imu_record
+from streambind.units import NS_PER_S
 from streambind.world.activities import ACTIVITIES
 from streambind.world.nuisance import Nuisance, sample_nuisance
 from streambind.world.raster import celsius_to_u16
@@ -34,7 +35,7 @@ from streambind.world.render import (
     render_thermal,
 )
 
-S = 1_000_000_000
+S = NS_PER_S  # short name for event-time arithmetic
 MS = 1_000_000
 # What stays fixed for one device's room from segment to segment.
 _ROOM_FIELDS = ("zoom", "shift", "brightness", "tint", "wall", "floor", "horizon", "wall_m",

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from streambind.stream.records import IMU_COLUMNS, REASONS, encode_columns, schema_headers
+from streambind.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 MALFORMED_KINDS = REASONS  # one malformed record per dead-letter reason
 
 

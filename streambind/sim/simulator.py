@@ -35,11 +35,12 @@ from streambind.sim.devices import Device, Script, Segment
 from streambind.sim.kafka_io import send_records
 from streambind.sim.records import MALFORMED_KINDS, Record, malformed_record
 from streambind.stream.chunks import MODALITIES
+from streambind.units import NS_PER_S
 from streambind.world.activities import ACTIVITY_NAMES
 
 logger = logging.getLogger(__name__)
 
-S = 1_000_000_000
+S = NS_PER_S  # short name for event-time arithmetic
 MS = 1_000_000
 ACTIVITIES = ACTIVITY_NAMES
 _MAX_KEPT_SEGMENTS = 10_000

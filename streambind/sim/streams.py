@@ -12,8 +12,9 @@ import zlib
 import numpy as np
 
 from streambind.sim.records import Record, audio_record, frame_record, imu_record
+from streambind.units import NS_PER_S
 
-S = 1_000_000_000
+S = NS_PER_S  # short name for event-time arithmetic
 MS = 1_000_000
 
 

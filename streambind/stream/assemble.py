@@ -34,7 +34,8 @@ import numpy as np
 
 from streambind.errors import FeatureError, StreambindError
 from streambind.stream.chunks import SensorChunk
-from streambind.stream.windows import NS_PER_S, ClosedWindow
+from streambind.stream.windows import ClosedWindow
+from streambind.units import NS_PER_S
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from typing import Any
 from streambind.errors import ConfigError
 from streambind.model.kinds import BoundTowerConfig, check_modality_name
 from streambind.stream.chunks import MODALITIES
-from streambind.stream.windows import NS_PER_S, WindowSpec
+from streambind.stream.windows import WindowSpec
+from streambind.units import NS_PER_S
 
 DELIVERY_MODES = ("at_least_once", "exactly_once")
 SECURITY_FIELDS = (

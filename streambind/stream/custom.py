@@ -39,8 +39,9 @@ from streambind.errors import ConfigError, FeatureError, RecordError
 from streambind.model.kinds import BoundTowerConfig, FrameConfig, SeriesConfig
 from streambind.stream.chunks import SensorChunk, SourceRecord
 from streambind.stream.ipc import read_ipc
-from streambind.stream.window_types import NS_PER_S, ClosedWindow, WindowKey, WindowSpec
+from streambind.stream.window_types import ClosedWindow, WindowKey, WindowSpec
 from streambind.stream.windows import Windower
+from streambind.units import NS_PER_S
 
 logger = logging.getLogger(__name__)
 

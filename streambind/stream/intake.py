@@ -22,9 +22,10 @@ from streambind.stream.config import StreamConfig
 from streambind.stream.dead_letter import DeadLetterWriter
 from streambind.stream.dispatch import WindowDispatch
 from streambind.stream.partition import PartitionState
-from streambind.stream.records import NS_PER_S, DecodeOptions, decode_record
+from streambind.stream.records import DecodeOptions, decode_record
 from streambind.stream.stats import RunnerStats
 from streambind.stream.windows import WindowKey
+from streambind.units import NS_PER_S
 
 logger = logging.getLogger(__name__)
 

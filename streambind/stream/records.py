@@ -24,8 +24,8 @@ from streambind.errors import FeatureError, RecordError
 from streambind.stream.chunks import MODALITIES, SensorChunk, SourceRecord
 from streambind.stream.ipc import read_ipc
 from streambind.stream.schemas import limits, schema_header, sensor_schema
+from streambind.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 MAX_DETAIL_CHARS = 500
 IMU_COLUMNS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 # Dead-letter reason codes this module produces (see schemas/README.md).

@@ -11,8 +11,8 @@ from typing import Literal, NamedTuple
 
 from streambind.errors import ConfigError
 from streambind.stream.chunks import FRAME_MODALITIES, MODALITIES, SensorChunk
+from streambind.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 Outcome = Literal["ok", "low_coverage"]
 ClosedBy = Literal["watermark", "idle", "flush"]
 

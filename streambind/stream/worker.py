@@ -36,7 +36,8 @@ from streambind.stream.assemble import (
 from streambind.stream.dead_letter import DeadLetterWriter
 from streambind.stream.embed import Embedder, featurize
 from streambind.stream.sinks import EmbeddedWindow, WindowSink, all_of
-from streambind.stream.windows import NS_PER_S, ClosedWindow, WindowKey
+from streambind.stream.windows import ClosedWindow, WindowKey
+from streambind.units import NS_PER_S
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streambind.units import NS_PER_S
 from streambind.world.activities import ACTIVITIES, ACTIVITY_NAMES
 from streambind.world.featurize import featurize_batch
 from streambind.world.nuisance import sample_nuisance
@@ -27,7 +28,7 @@ from streambind.world.render import RawWindow, render_windows
 
 logger = logging.getLogger(__name__)
 
-S = 1_000_000_000
+S = NS_PER_S  # short name for event-time arithmetic
 VISION_S, IMU_S = 2.0, 5.0
 SENSORS: tuple[str, ...] = ("audio", "depth", "thermal", "imu")
 
