@@ -86,3 +86,20 @@ def broker_hides_aborted_transactions(bootstrap: str) -> bool:
     seen = [r.value for r in read_topic(bootstrap, topic, idle_s=1.0, timeout_s=20,
                                         read_committed=True)]
     return seen == [b"committed"]
+
+
+#: The world model the tests share (vision+text, then every sensor bound): smaller than
+#: ``streambind world --train``'s default, trained once per session by ``world_cache``.
+TEST_WORLD_TRAIN = dict(segments_per_class=16, windows_per_segment=2, clip_steps=300,
+                        bind_steps=200, batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def world_cache(tmp_path_factory):
+    """``(cache_dir, model_dir, cfg)``: a model cache holding a world model (``--model
+    world`` with ``$STREAMBIND_CACHE=cache_dir``), trained once for the whole session."""
+    from streambind.world.train import WorldTrainConfig, ensure_world_model
+
+    cfg = WorldTrainConfig(**TEST_WORLD_TRAIN)
+    cache = tmp_path_factory.mktemp("world-cache")
+    return cache, ensure_world_model(cache, cfg=cfg, progress=False), cfg
