@@ -43,11 +43,9 @@ class WindowDispatch:
             logger.debug("closed %s by %s: %d chunks, coverage %.3f, first offset %d",
                          window.key, window.closed_by, len(window.chunks), window.coverage,
                          window.first_offset if window.chunks else -1)
-            floor_ns = part.floors.get(window.device_id)
-            if floor_ns is not None and window.end_ns <= floor_ns:
-                # Emitted before a restart; the replay rebuilt it (perhaps partially).
-                self.release(part, window.key)
-                continue
+            # (No "emitted before a restart" check here: the windower never opens a window
+            # ending at or below a device's restored emitted-through end, except one to
+            # rebuild because its outputs were not acknowledged, which must be emitted.)
             if window.outcome != "ok":
                 metrics.WINDOWS.labels(window.modality, "low_coverage").inc()
                 self.stats.windows_dropped += 1

@@ -57,7 +57,6 @@ class PartitionState:
     tracker: OffsetTracker
     devices: set[str] = field(default_factory=set)  # unused: the windower knows its devices
     released_end: dict[str, int] = field(default_factory=dict)  # device -> max released end
-    floors: dict[str, int] = field(default_factory=dict)  # unused since restart state v2
     sink: Any = None
 
     def __post_init__(self) -> None:
@@ -114,8 +113,7 @@ class PartitionState:
                 if sink_state is not None:
                     states[device_id] = replace(state, sink=sink_state)
         tracked = set(states)
-        for name in (self.released_end, self.floors):  # forgotten devices leave no trace
-            for device_id in [d for d in name if d not in tracked]:
-                del name[device_id]
+        for device_id in [d for d in self.released_end if d not in tracked]:
+            del self.released_end[device_id]  # forgotten devices leave no trace
         self.devices.intersection_update(tracked)
         return encode_doc(states)
