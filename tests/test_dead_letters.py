@@ -248,3 +248,32 @@ def test_dead_letter_value_is_bounded():
     (_, key, value, headers), (_, _, small, _) = rec.sent
     assert key == b"k" and value is None and dict(headers)["error.value_bytes"] == b"300000"
     assert small == b"y" * 1000
+
+
+def test_failed_window_of_a_revoked_partition_is_left_to_the_new_owner(bootstrap, make_topic):
+    """A window whose partition was revoked meanwhile is released without a dead letter:
+    the new owner replays its records and writes them."""
+    dlq_topic = make_topic("streambind.dlq")
+    cfg = StreamConfig(bootstrap=bootstrap, dlq_topic=dlq_topic, hop_ms={"audio": 2000},
+                       events_topic=make_topic("streambind.events"),
+                       embeddings_topic=make_topic("streambind.embeddings"), model="stand-in")
+    producer = KafkaProducer(**cfg.producer_kwargs())
+    writer = DeadLetterWriter(dlq_topic, producer)
+    windower = Windower(cfg.window_spec("audio"), lambda: 0.0)
+    windower.add(SensorChunk("audio", "mic-r", 0, S, 0, np.zeros((16000, 2), np.float32),
+                             16000.0, None, 0, 0,
+                             source=_source("sensors.audio", 0, "mic-r", b"r")))
+    (window,) = windower.flush()
+    released = threading.Event()
+    worker = EmbedWorker(StandInEmbedder(dim=8), EmbeddingSink(cfg), producer, "stand-in", 4,
+                         lambda *_: released.set(), is_live=lambda _tag: False,
+                         dead_letters=writer)
+    worker.start()
+    try:
+        worker.put("revoked", window)
+        assert released.wait(30)
+    finally:
+        worker.stop()
+        producer.close(timeout=10)
+    assert writer.sent == 0
+    assert read_topic(bootstrap, dlq_topic, idle_s=0.5, timeout_s=3) == []
