@@ -35,6 +35,12 @@ WINDOWS = Counter(
     "Windows by modality and outcome (emitted, low_coverage, gap_filled, failed).",
     ["modality", "outcome"],
 )
+OVER_BUDGET_CHUNKS = Counter(
+    "streambind_window_chunks_over_budget_total",
+    "Chunks a closed window did not keep because it already held max_window_bytes (audio "
+    "and imu: their time counts as not covered; frames: fallback candidates).",
+    ["modality"],
+)
 CONSUMER_LAG = Gauge(
     "streambind_consumer_lag_records",
     "Records between the consumer position and the end of the partition.",
@@ -130,7 +136,7 @@ def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
 def _suffixed_names() -> set[str]:
     # Labelled metrics without samples yet still export these names once observed.
     names: set[str] = set()
-    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS):
+    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS, OVER_BUDGET_CHUNKS):
         names.add(metric._name + "_total")
     for metric in (BATCH_SIZE, EMBED_SECONDS, EMBED_REQUEST_WINDOWS, EMBED_REQUEST_SECONDS,
                    LATENCY_SECONDS):

@@ -50,3 +50,30 @@ def test_rebuilt_window_below_the_emitted_through_end_is_dispatched():
     assert all(w.outcome == "ok" for w in queue.windows)
     assert dispatch.buffered == 2
     assert part.windower.replayed_records == 10  # the records of [0, 1), emitted before
+
+
+def test_queued_bytes_and_chunks_over_the_window_budget_are_counted():
+    from prometheus_client import REGISTRY
+
+    def over() -> float:
+        return REGISTRY.get_sample_value("streambind_window_chunks_over_budget_total",
+                                         {"modality": "audio"}) or 0.0
+
+    # A 1 s window keeps at most 4 chunks of 6400 bytes (max_window_bytes 26000); with a low
+    # coverage threshold it is still embedded.
+    spec = WindowSpec.default("audio", size_ns=1000 * MS, hop_ns=1000 * MS,
+                              allowed_lateness_ns=0, max_window_bytes=26_000,
+                              min_coverage=0.3, max_gap_fill_ns=1000 * MS)
+    part = PartitionState.restored(TopicPartition("sensors.audio", 0), spec, lambda: 0.0)
+    for i, ts in enumerate(range(0, 1100, 100)):
+        part.tracker.consumed(0, i, part.windower.add(audio(ts, i)).keys)
+    before = over()
+    dispatch, queue = WindowDispatch(RunnerStats()), Queue()
+    dispatch.dispatch(queue, part, part.windower.poll())
+    (window,) = queue.windows
+    assert over() - before == 6  # 10 chunks, 4 kept
+    assert len(window.chunks) == 4
+    assert dispatch.queued_bytes == 4 * 6400 and dispatch.buffered == 1
+    dispatch.on_output(part, window.key, True)
+    dispatch.drain_acks({part.tp: part})
+    assert dispatch.queued_bytes == 0 and dispatch.buffered == 0

@@ -46,6 +46,8 @@ class WindowDispatch:
             # (No "emitted before a restart" check here: the windower never opens a window
             # ending at or below a device's restored emitted-through end, except one to
             # rebuild because its outputs were not acknowledged, which must be emitted.)
+            if window.over_budget:
+                metrics.OVER_BUDGET_CHUNKS.labels(window.modality).inc(window.over_budget)
             if window.outcome != "ok":
                 metrics.WINDOWS.labels(window.modality, "low_coverage").inc()
                 self.stats.windows_dropped += 1
