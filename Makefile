@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean gpu-wheels gpu-check-dry-run browser
+.PHONY: test demo world-model lint bench clean gpu-wheels gpu-check-dry-run browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ test: $(STAMP) browser
 	$(VENV)/bin/ruff check streambind tests
 	$(PY) -m pytest -q -ra
 
+# The first demo trains the world model (2-4 minutes on 2 cores, cached in $STREAMBIND_CACHE
+# or ~/.cache/streambind, reused); `make world-model` does only that step.
 demo: $(STAMP)
 	$(VENV)/bin/streambind demo
+
+world-model: $(STAMP)
+	$(VENV)/bin/streambind world --train
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streambind tests

@@ -122,8 +122,10 @@ class EmbeddedBroker:
         ]
         sink = subprocess.DEVNULL if self.quiet else sys.stderr
         try:
+            # Its own session: a terminal's Ctrl-C reaches only the owner, which stops the
+            # broker after its clients (the demo drains the pipeline first).
             self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                cmd, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
+                cmd, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True
             )
         except OSError as exc:
             raise BrokerError(f"cannot start broker: {exc}") from exc

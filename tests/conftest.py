@@ -97,9 +97,13 @@ TEST_WORLD_TRAIN = dict(segments_per_class=16, windows_per_segment=2, clip_steps
 @pytest.fixture(scope="session")
 def world_cache(tmp_path_factory):
     """``(cache_dir, model_dir, cfg)``: a model cache holding a world model (``--model
-    world`` with ``$STREAMBIND_CACHE=cache_dir``), trained once for the whole session."""
+    world`` with ``$STREAMBIND_CACHE=cache_dir``), trained once for the whole session.
+    ``$STREAMBIND_TEST_WORLD_CACHE`` names a directory to keep it in across sessions."""
+    from pathlib import Path
+
     from streambind.world.train import WorldTrainConfig, ensure_world_model
 
     cfg = WorldTrainConfig(**TEST_WORLD_TRAIN)
-    cache = tmp_path_factory.mktemp("world-cache")
+    keep = os.environ.get("STREAMBIND_TEST_WORLD_CACHE")
+    cache = Path(keep) if keep else tmp_path_factory.mktemp("world-cache")
     return cache, ensure_world_model(cache, cfg=cfg, progress=False), cfg

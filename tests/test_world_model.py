@@ -16,40 +16,36 @@ import pytest
 
 from streambind.bind.evaluate import EvalConfig, evaluate_world, format_report
 from streambind.model import load_imagebind
-from streambind.world.train import WorldTrainConfig, ensure_world_model
-
-SMALL = WorldTrainConfig(segments_per_class=16, windows_per_segment=2, clip_steps=300,
-                         bind_steps=200, batch_size=32, modalities=("audio",))
+from streambind.world.train import ensure_world_model
 
 
 @pytest.fixture(scope="module")
-def world_dir(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    path = ensure_world_model(cache, cfg=SMALL, progress=False)
-    return cache, path
+def world_dir(world_cache):
+    """The session's world model (tests/conftest.py), shared with the demo and e2e tests."""
+    return world_cache
 
 
 def test_world_model_is_a_reusable_bound_model_directory(world_dir) -> None:
-    cache, path = world_dir
+    cache, path, cfg = world_dir
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["base"]["derived_from"] == "world"
     assert manifest["base_towers"]["audio"]["temperature"] == pytest.approx(0.05)
     metrics = manifest["extra"]["metrics"]
-    assert metrics["config"]["bind_steps"] == SMALL.bind_steps
+    assert metrics["config"]["bind_steps"] == cfg.bind_steps
     mtime = (path / "manifest.json").stat().st_mtime_ns
-    assert ensure_world_model(cache, cfg=SMALL, progress=False) == path  # cached: reused
+    assert ensure_world_model(cache, cfg=cfg, progress=False) == path  # cached: reused
     assert (path / "manifest.json").stat().st_mtime_ns == mtime
 
 
 def test_emergent_zero_shot_beats_chance_and_controls(world_dir, tmp_path) -> None:
-    cache, _ = world_dir
+    cache, _, cfg = world_dir
     model = load_imagebind("world", cache_dir=cache)
     report = evaluate_world(model, ["audio"], EvalConfig(segments_per_class=4),
                             retrieval_pairs=[("audio", "vision")], plot_dir=tmp_path)
     print(format_report(report))
     row = report["zero_shot"]["audio"]
     chance = row["chance"]
-    assert row["control_steps"] == SMALL.bind_steps
+    assert row["control_steps"] == cfg.bind_steps
     assert row["top1"] > 3 * chance
     assert row["top1"] > 2 * max(row["shuffled_top1"], row["untrained_top1"])
     assert row["shuffled_top1"] < 2.5 * chance and row["untrained_top1"] < 2.5 * chance
