@@ -88,6 +88,58 @@ def _decode_compressed(
         raise FeatureError(f"frame: corrupt {fmt} payload ({exc})", DECODE_ERROR) from exc
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): not DHT (C4),
+# JPG (C8) or DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) from the first start-of-frame segment; None when not found."""
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos = 2
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            if length < 7 or pos + 9 > n:
+                return None
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def _png_size(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) from the IHDR chunk, which must come first; None otherwise."""
+    if len(data) < 24 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def image_size(encoding: str, data: bytes | memoryview) -> tuple[int, int] | None:
+    """The (width, height) a JPEG or PNG payload's header declares, read without Pillow
+    (a few markers on the consumer thread; the body is checked when decoded); None when
+    the header is not found."""
+    view = memoryview(data).cast("B")
+    return _jpeg_size(view) if encoding == "jpeg" else _png_size(view)
+
+
 def check_frame(
     encoding: str, width: int, height: int, data: bytes | memoryview, *,
     max_pixels: int = MAX_PIXELS,
@@ -105,14 +157,10 @@ def check_frame(
         raise FeatureError(f"frame: payload must be bytes, got {type(data).__name__}")
     if encoding in COMPRESSED:
         formats = COMPRESSED[encoding]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data), formats=list(formats)) as image:
-                    size = image.size
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-            raise FeatureError(f"frame: corrupt {formats[0]} header ({exc})",
-                               DECODE_ERROR) from exc
+        size = image_size(encoding, data)
+        if size is None:
+            raise FeatureError(f"frame: corrupt {formats[0]} header (no frame size found)",
+                               DECODE_ERROR)
         if size != (w, h):
             raise FeatureError(f"frame: declared {w}x{h} but the {formats[0]} header says "
                                f"{size[0]}x{size[1]}", BAD_SHAPE)

@@ -142,7 +142,11 @@ def read_ipc(
                 raise RecordError("too_large", f"more than {max_rows} rows")
             if decoded > limit:
                 raise RecordError("too_large", f"decodes to more than {limit} bytes")
-            batches.append(pa.ipc.read_record_batch(message, schema))  # zero copy when raw
+            batch = pa.ipc.read_record_batch(message, schema)  # zero copy when raw
+            # Arrow trusts the offsets and string bytes it reads: a damaged record could
+            # otherwise crash a later read (out-of-range offsets) or decode as bad UTF-8.
+            batch.validate(full=True)
+            batches.append(batch)
         if schema is None:
             raise RecordError("decode_error", "not an Arrow IPC stream: no schema")
         return pa.Table.from_batches(batches, schema=schema)

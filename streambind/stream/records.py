@@ -23,6 +23,7 @@ import pyarrow as pa
 from streambind.errors import FeatureError, RecordError
 from streambind.stream.chunks import MODALITIES, SensorChunk, SourceRecord
 from streambind.stream.ipc import read_ipc
+from streambind.stream.ipc_flat import FlatBatch, read_flat
 from streambind.stream.schemas import limits, schema_header, sensor_schema
 from streambind.units import NS_PER_S
 
@@ -134,37 +135,81 @@ def decode_record(
         raise RecordError("bad_key", "missing key (device id)")
     # The decoded (decompressed) body is bounded like the payload, checked before decoding.
     max_decoded = int(lim.get("max_decoded_bytes", lim["max_payload_bytes"]))
-    buf = pa.py_buffer(value)
-    table = read_ipc(buf, int(lim["max_rows"]), max_decoded)
-    _check_schema(table, modality)
-    if table.num_rows == 0:
+    max_rows = int(lim["max_rows"])
+    # The common record (one uncompressed batch of exactly the modality's schema) is read
+    # without Arrow objects; anything else takes the general bounded reader, which also
+    # gives every dead-letter reason.
+    cols: FlatBatch | _TableColumns | None = read_flat(value, sensor_schema(modality),
+                                                       max_rows, max_decoded)
+    if cols is None:
+        buf = pa.py_buffer(value)
+        table = read_ipc(buf, max_rows, max_decoded)
+        _check_schema(table, modality)
+        cols = _TableColumns(table, buf)
+    if cols.num_rows == 0:
         raise RecordError("bad_shape", "no rows")
-    devices = set(table.column("device_id").to_pylist())  # (rows are few: <= max_rows)
-    if devices != {device}:
+    if not cols.all_equal("device_id", device):
+        devices = set(cols.values("device_id"))  # (rows are few: <= max_rows)
         raise RecordError("bad_key", f"rows name devices {sorted(devices)[:3]}, key {device!r}")
-    ts = table.column("ts_ns").to_numpy()
-    if int(ts.max()) > now_ns + options.max_future_ns:
-        ahead_s = (int(ts.max()) - now_ns) / NS_PER_S
+    ts = cols.array("ts_ns")
+    ts_max = int(ts.max())
+    if ts_max > now_ns + options.max_future_ns:
+        ahead_s = (ts_max - now_ns) / NS_PER_S
         raise RecordError("future_timestamp", f"{ahead_s:.1f} s ahead of the consumer clock")
-    seq = table.column("seq").to_numpy()
+    seq = cols.array("seq")
     src = SourceRecord(topic, partition, offset, key, value, headers)
     if modality == "imu":
-        return [_imu_chunk(table, device, ts, seq, lim, src, options)]
+        return [_imu_chunk(cols, device, ts, seq, lim, src, options)]
     if modality == "audio":
-        return _audio_chunks(table, device, ts, seq, lim, src)
-    return _frame_chunks(modality, table, device, ts, seq, lim, src, options, buf)
+        return _audio_chunks(cols, device, ts, seq, lim, src)
+    return _frame_chunks(modality, cols, device, ts, seq, lim, src, options)
+
+
+class _TableColumns:
+    """A table read by the general reader behind :class:`FlatBatch`'s interface."""
+
+    __slots__ = ("table", "whole", "num_rows", "in_record")
+
+    def __init__(self, table: pa.Table, whole: pa.Buffer) -> None:
+        self.table = table
+        self.whole = whole
+        self.num_rows = table.num_rows
+        self.in_record = True  # binary values lie in the record's bytes (set by views)
+
+    def array(self, name: str) -> np.ndarray:
+        return self.table.column(name).to_numpy()
+
+    def values(self, name: str) -> list:
+        return self.table.column(name).to_pylist()
+
+    def views(self, name: str) -> list[memoryview]:
+        views, self.in_record = _binary_views(self.table.column(name), self.whole)
+        return views
+
+    def all_equal(self, name: str, text: str) -> bool:
+        return set(self.values(name)) == {text}
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a small 1-D array, without its overhead."""
+    ordered = np.sort(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    return (float(ordered[mid - 1]) + float(ordered[mid])) / 2
 
 
 def _audio_chunks(
-    table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray, lim: dict[str, Any],
-    src: SourceRecord,
+    cols: FlatBatch | _TableColumns, device: str, ts: np.ndarray, seq: np.ndarray,
+    lim: dict[str, Any], src: SourceRecord,
 ) -> list[SensorChunk]:
     from streambind.features import decode_pcm
 
-    rates = table.column("sample_rate").to_pylist()
-    channels = table.column("channels").to_pylist()
-    encodings = table.column("encoding").to_pylist()
-    datas = table.column("data").to_pylist()
+    rates = cols.values("sample_rate")
+    channels = cols.values("channels")
+    encodings = cols.values("encoding")
+    datas = cols.views("data")
+    ts_l, seq_l = ts.tolist(), seq.tolist()
     max_s = lim["max_chunk_duration_ms"] / 1000.0
     share = len(src.value) // len(datas)
     chunks = []
@@ -186,29 +231,33 @@ def _audio_chunks(
             raise RecordError("too_large", f"audio chunk of {samples.size / rate:.3f} s")
         if samples.dtype.kind == "f" and not np.isfinite(samples).all():
             raise RecordError("non_finite", "audio samples hold NaN or infinity")
-        start = int(ts[i])
+        start = ts_l[i]
         end = start + round(samples.size * NS_PER_S / rate)
-        chunks.append(SensorChunk("audio", device, start, end, int(seq[i]), samples,
+        chunks.append(SensorChunk("audio", device, start, end, seq_l[i], samples,
                                   float(rate), None, src.partition, src.offset,
                                   source=src, source_bytes=share))
     return chunks
 
 
 def _imu_chunk(
-    table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray, lim: dict[str, Any],
-    src: SourceRecord, options: DecodeOptions,
+    cols: FlatBatch | _TableColumns, device: str, ts: np.ndarray, seq: np.ndarray,
+    lim: dict[str, Any], src: SourceRecord, options: DecodeOptions,
 ) -> SensorChunk:
-    data = np.stack([table.column(c).to_numpy() for c in IMU_COLUMNS], axis=1).astype(np.float32)
+    data = np.empty((len(ts), len(IMU_COLUMNS)), np.float32)  # (N, 6)
+    for j, name in enumerate(IMU_COLUMNS):
+        data[:, j] = cols.array(name)
     if not np.isfinite(data).all():
         raise RecordError("non_finite", "IMU values hold NaN or infinity")
-    order = np.argsort(ts, kind="stable")
-    ts_sorted = ts[order].astype(np.int64)
-    data = data[order]
-    if len(ts_sorted) > 1:
+    ts_sorted = ts.astype(np.int64)  # a copy: the chunk outlives the record's buffers
+    deltas = np.diff(ts_sorted)
+    if len(ts_sorted) > 1 and not (deltas > 0).all():  # not in order: sort (stable)
+        order = np.argsort(ts_sorted, kind="stable")
+        ts_sorted, data = ts_sorted[order], data[order]
         deltas = np.diff(ts_sorted)
+    if len(ts_sorted) > 1:
         if (deltas <= 0).any():
             raise RecordError("bad_shape", "IMU rows with repeated timestamps")
-        rate = NS_PER_S / float(np.median(deltas))
+        rate = NS_PER_S / _median(deltas)
         if not lim["min_sample_rate_hz"] <= rate <= lim["max_sample_rate_hz"]:
             raise RecordError("bad_rate", f"IMU rate {rate:.1f} Hz out of range")
     else:
@@ -227,7 +276,8 @@ def _binary_views(column: pa.ChunkedArray, whole: pa.Buffer) -> tuple[list[memor
     lo, hi = whole.address, whole.address + whole.size
     for arr in column.chunks:
         _, offsets_buf, values_buf = arr.buffers()
-        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=len(arr) + 1,
+                                offset=4 * arr.offset)
         if values_buf is None:
             views.extend(memoryview(b"") for _ in range(len(arr)))
             continue
@@ -238,21 +288,23 @@ def _binary_views(column: pa.ChunkedArray, whole: pa.Buffer) -> tuple[list[memor
 
 
 def _frame_chunks(
-    modality: str, table: pa.Table, device: str, ts: np.ndarray, seq: np.ndarray,
-    lim: dict[str, Any], src: SourceRecord, options: DecodeOptions, whole: pa.Buffer,
+    modality: str, cols: FlatBatch | _TableColumns, device: str, ts: np.ndarray,
+    seq: np.ndarray, lim: dict[str, Any], src: SourceRecord, options: DecodeOptions,
 ) -> list[SensorChunk]:
     from streambind.features.decode import check_frame
 
-    widths = table.column("width").to_pylist()
-    heights = table.column("height").to_pylist()
-    encodings = table.column("encoding").to_pylist()
-    datas, zero_copy = _binary_views(table.column("data"), whole)
+    widths = cols.values("width")
+    heights = cols.values("height")
+    encodings = cols.values("encoding")
+    datas = cols.views("data")
+    zero_copy = cols.in_record
     interval_ns = options.frame_interval_ns
     if len(ts) > 1:
         spacing = np.diff(np.sort(ts))
         spacing = spacing[spacing > 0]
         if spacing.size:
-            interval_ns = int(np.median(spacing))
+            interval_ns = int(_median(spacing))
+    ts_l, seq_l = ts.tolist(), seq.tolist()
     # The record's bytes not already counted as frame payload, shared among its frames.
     rest = len(src.value) - (sum(len(d) for d in datas) if zero_copy else 0)
     share = max(rest, 0) // len(datas)
@@ -268,8 +320,8 @@ def _frame_chunks(
             raise RecordError(exc.reason, str(exc)) from exc
         if enc == "f32_c" and not np.isfinite(np.frombuffer(data, dtype="<f4")).all():
             raise RecordError("non_finite", "thermal frame holds NaN or infinity")  # no copy
-        start = int(ts[i])
-        chunks.append(SensorChunk(modality, device, start, start + interval_ns, int(seq[i]),
+        start = ts_l[i]
+        chunks.append(SensorChunk(modality, device, start, start + interval_ns, seq_l[i],
                                   data, None, None, src.partition, src.offset, encoding=enc,
                                   width=w, height=h, source=src, source_bytes=share))
     return chunks
