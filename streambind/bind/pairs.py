@@ -124,7 +124,9 @@ def _windows(records: Iterator, decode: Callable, spec: WindowSpec) -> list[Clos
 
 def read_camera_windows(bootstrap: str, topic: str, timeout_s: float = 120.0
                         ) -> list[ClosedWindow]:
-    """The camera topic's closed 2 s windows (1 s hop), as the pipeline cuts them."""
+    """The camera topic's closed 2 s windows (1 s hop), as the pipeline cuts them: the
+    pipeline's own vision window (coverage, gap fill, two frames), so a 2 fps camera pairs
+    as it is labelled at inference."""
     from streambind.stream.records import decode_record
 
     def decode(rec, now_ns):  # noqa: ANN001, ANN202
@@ -132,7 +134,7 @@ def read_camera_windows(bootstrap: str, topic: str, timeout_s: float = 120.0
                              partition=rec.partition, offset=rec.offset, now_ns=now_ns,
                              topic=rec.topic)
 
-    spec = WindowSpec("vision", 2 * NS_PER_S, NS_PER_S, min_frames=1)
+    spec = WindowSpec.default("vision", hop_ns=NS_PER_S)
     return _windows(_consume(bootstrap, topic, timeout_s), decode, spec)
 
 

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class RayBindConfig:
     storage_path: str = ""
     name: str = "bind"
     checkpoint_every: int = 50
+    cache_bytes: int = 1 << 30  # a worker's shard up to this size is batched in memory
 
 
 def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
@@ -93,12 +95,9 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
         if xs:
             val_x, val_y = torch.cat(xs), torch.cat(ys)
     shard = ray.train.get_dataset_shard("train")
-    while state.step < cfg.steps:
-        for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
-                                        drop_last=True, local_shuffle_buffer_size=1024,
-                                        local_shuffle_seed=cfg.seed + state.step):
-            x = _sensor(batch["sensor"], shape).to(device)
-            y = torch.from_numpy(np.stack(batch["vision"]).astype(np.float32)).to(device)
+    if state.step < cfg.steps:
+        for x, y in _batches(shard, shape, cfg, state.step, rank, config["cache_bytes"]):
+            x, y = x.to(device), y.to(device)
             loss = recipe.train_step(tower, optimizer, x, y, cfg, state.step, gather)
             state.losses.append(loss)
             state.step += 1
@@ -123,6 +122,61 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
                         ray.train.report(metrics)
             if last:
                 break
+
+
+def _batches(shard, shape: tuple[int, ...], cfg: recipe.RecipeConfig, step: int,  # noqa: ANN001
+             rank: int, cache_bytes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches (x (B, ...), frozen vision y (B, E)) of this worker's shard, forever.
+
+    A shard that fits in ``cache_bytes`` is read once and batched in memory, in a
+    permutation per epoch seeded by (seed, rank, epoch), so a resumed run continues the
+    same sequence; a bigger one is streamed from Ray Data every epoch. (A small shard
+    streamed would start a Ray Data execution every few steps: most of the run's time.)
+    """
+    cached = _cache_shard(shard, shape, cache_bytes)
+    if cached is None:
+        epoch = 0
+        while True:
+            for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
+                                            drop_last=True, local_shuffle_buffer_size=1024,
+                                            local_shuffle_seed=cfg.seed + step + epoch):
+                yield _sensor(batch["sensor"], shape), _vision(batch["vision"])
+            epoch += 1
+    x_all, y_all = cached
+    per_epoch = len(x_all) // cfg.batch_size
+    if per_epoch == 0:
+        raise BindTrainError(f"worker {rank} has {len(x_all)} training pairs, fewer than one "
+                             f"batch of {cfg.batch_size}")
+    while True:
+        epoch, first = divmod(step, per_epoch)
+        perm = torch.from_numpy(np.random.default_rng([cfg.seed, rank, epoch])
+                                .permutation(len(x_all)))
+        for k in range(first, per_epoch):
+            idx = perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            yield x_all[idx], y_all[idx]
+            step += 1
+
+
+def _cache_shard(shard, shape: tuple[int, ...], cache_bytes: int  # noqa: ANN001
+                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The whole shard in memory ((N, ...), (N, E)), or None when it exceeds cache_bytes."""
+    if cache_bytes <= 0:
+        return None
+    xs, ys, size = [], [], 0
+    for b in shard.iter_batches(batch_size=1024, batch_format="numpy"):
+        xs.append(_sensor(b["sensor"], shape))
+        ys.append(_vision(b["vision"]))
+        size += xs[-1].nbytes + ys[-1].nbytes
+        if size > cache_bytes:
+            logger.info("training shard exceeds %d bytes: streamed from Ray Data", cache_bytes)
+            return None
+    if not xs:
+        raise BindTrainError("a worker got no training pairs")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _vision(column: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.stack(column).astype(np.float32))
 
 
 def _sensor(column: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
@@ -174,7 +228,8 @@ def train_on_ray(pairs_path: str | Path, meta: dict, embed_dim: int, cfg: recipe
                     "val": ray.data.read_parquet(str(val_p))}
         loop_config = {"recipe": asdict(cfg), "tower": meta["tower"],
                        "input_shape": meta["input_shape"], "embed_dim": embed_dim,
-                       "checkpoint_every": ray_cfg.checkpoint_every}
+                       "checkpoint_every": ray_cfg.checkpoint_every,
+                       "cache_bytes": ray_cfg.cache_bytes}
         run_config = RunConfig(storage_path=str(storage), name=ray_cfg.name,
                                checkpoint_config=CheckpointConfig(num_to_keep=2))
         scaling = ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
