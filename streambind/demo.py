@@ -148,8 +148,10 @@ class EventTable:
                   f"inside one activity; chance {1 / 12:.2f}):"]
         for modality, row in report.items():
             acc = "  -  " if row["accuracy"] is None else f"{row['accuracy']:.2f}"
+            majority = "-" if row["majority_share"] is None else f"{row['majority_share']:.2f}"
             lines.append(f"  {modality:<8} {acc}  ({row['right']}/{row['scored']} windows; "
-                         f"{row['ambiguous']} straddle two activities)")
+                         f"always the commonest activity: {majority}; "
+                         f"{row['ambiguous']} not inside one activity)")
         if not report:
             lines.append(f"  (no event scored yet; {pending} waiting for their truth)")
         return "\n".join(lines) + "\n"

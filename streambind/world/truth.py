@@ -171,7 +171,8 @@ class Accuracy:
 
     :meth:`add` takes events as they arrive; those whose window the truth does not cover
     yet wait (bounded) and are scored by a later :meth:`add` or :meth:`settle` once it
-    does. A window that straddles activities is counted under ``ambiguous`` and not scored.
+    does. A window that straddles activities (or that the truth does not cover, at the end
+    of a run) is counted under ``ambiguous`` and not scored.
     """
 
     def __init__(self, truth: TruthIndex, *, min_share: float = MIN_SHARE,
@@ -196,14 +197,15 @@ class Accuracy:
             self._pending.popitem(last=False)
         self.settle()
 
-    def settle(self) -> None:
-        """Score the waiting events that the truth now covers."""
+    def settle(self, final: bool = False) -> None:
+        """Score the waiting events that the truth now covers; ``final`` (the truth is
+        complete) scores all of them, a window the truth does not cover as ambiguous."""
         done = []
         for key, event in self._pending.items():
             device, start, end = event["device_id"], event["window_start_ns"], \
                 event["window_end_ns"]
             known = self.truth.known_until_ns(device)
-            if known is None or known < end:
+            if not final and (known is None or known < end):
                 continue  # the device's truth for this window is not written yet
             done.append(key)
             self._score(key, event, self.truth.window_activity(device, start, end,
