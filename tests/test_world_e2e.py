@@ -8,12 +8,12 @@ events; each event's best label is compared with the activity that covers its wi
 
 The claims are relative to chance (1/12) and to two controls computed on the same scored
 windows: the chance agreement (labels with the same frequencies but no relation to the
-windows) and the majority share (always answering the most frequent activity). Which
-modalities are held to them comes from the model's own held-out zero-shot figures (its
-manifest), not from this stream: a modality whose held-out top-1 is at least 2x chance must
-reach 2x chance and 2x the chance agreement here; one at least 4x chance (and fused events)
-must also beat the majority share. Depth does not bind in the world (held-out top-1 at
-chance), so its accuracy is only reported.
+windows) and the majority share (always answering the most frequent activity). How much
+each modality is asked comes from the model's own held-out zero-shot figures (its
+manifest), not from this stream: a modality whose held-out top-1 is at least 2x chance
+must beat 1.5x chance and 1.5x the chance agreement here; a strongly bound one (held-out
+at least 4x chance) and fused events must beat 2x both and the majority share too. Depth
+does not bind in the world (held-out top-1 at chance): its accuracy is only reported.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def test_world_stream_through_streambind_run_labels_match_the_ground_truth(
         if held_out < 2 * CHANCE:
             continue  # the model does not bind it (depth): reported above, not asserted
         checked.append(modality)
-        assert row["accuracy"] > 2 * max(CHANCE, row["chance_agreement"]), (modality, row)
-        if held_out >= 4 * CHANCE:
-            assert row["accuracy"] > row["majority_share"], (modality, row)
+        control = max(CHANCE, row["chance_agreement"])
+        assert row["accuracy"] > 1.5 * control, (modality, row)
+        if held_out >= 4 * CHANCE:  # strongly bound
+            assert row["accuracy"] > max(2 * control, row["majority_share"]), (modality, row)
     assert {"audio", "fused"} <= set(checked), supported
