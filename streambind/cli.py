@@ -32,6 +32,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "stream": ("streambind.bench.stream", "streaming core vs raw kafka-python consume"),
     "pipeline": ("streambind.bench.pipeline", "end-to-end windows/s vs embedder throughput"),
     "gpu": ("streambind.bench.gpu", "GPU figures: towers, and the core feeding the model"),
+    "memories": ("streambind.bench.memories", "memories store: recall vs exact, ingest, freshness"),
 }
 
 

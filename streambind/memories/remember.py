@@ -54,7 +54,7 @@ class RememberConfig:
     embeddings_topic: str = "streambind.embeddings"
     events_topic: str | None = "streambind.events"  # None: no labels
     dlq_topic: str | None = "streambind.dlq"
-    batch_rows: int = 512
+    batch_rows: int = 2048  # at most; a batch is also cut after batch_wait_s
     batch_wait_s: float = 1.0
     fusion: bool = True
     optimize_every_s: float = 60.0

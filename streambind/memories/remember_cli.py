@@ -27,7 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events-topic", default="streambind.events",
                         help="labels come from here; '' disables")
     parser.add_argument("--dlq-topic", default="streambind.dlq", help="'' disables")
-    parser.add_argument("--batch-rows", type=int, default=512)
+    parser.add_argument("--batch-rows", type=int, default=RememberConfig.batch_rows)
     parser.add_argument("--batch-wait-s", type=float, default=1.0)
     parser.add_argument("--max-poll-records", type=int, default=500)
     parser.add_argument("--no-fusion", action="store_true", help="store no fused windows")
