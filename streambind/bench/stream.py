@@ -1,21 +1,40 @@
 """Throughput of the streaming core alone vs raw kafka-python consumption of the same topics.
 
-Publishes a simulated fleet once, then reads it twice from the same broker: (1) a bare
-``KafkaConsumer`` that only polls (the ceiling), and (2) the streaming core (decode +
-validate + window + assemble + featurize) with a no-op embedder and a sink that
-acknowledges at once (no output records), in a consumer group with commits. Prints
-records/s and windows/s of each and their ratio. Starts an embedded broker unless
+Publishes a fleet's records once, then reads them from the same broker, side by side in one
+run (``--repeat`` times, alternating): (1) a bare ``KafkaConsumer`` that only polls (the
+ceiling), and (2) the streaming core (decode + validate + window + assemble + featurize)
+with a no-op embedder and a sink that acknowledges at once (no output records), in a
+consumer group with commits. Both consumers use the same settings (``max_poll_records``,
+fetch sizes: kafka-python's defaults). Prints records/s and windows/s of each, their ratio,
+and the peak resident memory of each pass. Starts an embedded broker unless
 ``--bootstrap`` is given.
+
+Fairness: the core pass is timed from the poll that returned its first records to the
+acknowledgement of its last window, less the idle timeout that closes the last windows
+(a wait, not work); the group join is not counted, nor is the featurizers' one-time
+warm-up (numba's compiled kernels, filter banks), done before the pass. torch runs
+``--torch-threads`` intra-op threads in the core pass (default 1, what a Ray actor with
+``num_cpus`` <= 1, such as the ingest replica, gets: ``OMP_NUM_THREADS=1``).
+
+Peak memory: the process's peak resident set (``VmHWM``), reset before each pass
+(``/proc/self/clear_refs``), so each figure is that pass's own peak, over the resident
+baseline printed with it (interpreter, libraries, broker client). Without the reset
+(not Linux) the figure is the process's peak so far (``ru_maxrss``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import resource
+import statistics
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from streambind.bench.stream_workload import Workload, records
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +58,61 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     from streambind.stream.chunks import MODALITIES
 
     parser.add_argument("--bootstrap", default=None, help="Kafka HOST:PORT (default: embedded)")
-    parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--devices", type=int, default=8, help="fleet size (e.g. 10, 100, 1000)")
     parser.add_argument("--duration", type=float, default=30.0, help="event-time seconds")
     parser.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pass")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frames/s of vision, depth and thermal (default: 2, 4 or 5 per "
+                             "device, as simulated)")
+    parser.add_argument("--width", type=int, default=None, help="camera frame width (160)")
+    parser.add_argument("--height", type=int, default=None, help="camera frame height (120)")
+    parser.add_argument("--generator", choices=("auto", "world", "templates"), default="auto",
+                        help="world: the simulator; templates: a few simulated payloads "
+                             "reused (fast for big fleets); auto: world unless --fps is given "
+                             "or --devices > 32")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternate raw and core passes this many times; medians shown")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads during the core pass")
+    parser.add_argument("--decode-threads", type=int, default=1,
+                        help="threads decoding records off the consumer thread (0: inline)")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM, the peak resident set
+        return True
+    except OSError:
+        return False
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class _Peak:
+    """The resident baseline at the start of a pass and its peak during it (MB)."""
+
+    def __enter__(self) -> _Peak:
+        gc.collect()
+        self.reset = _reset_peak()
+        self.base_mb = (_status_kb("VmRSS") or 0) / 1024
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        hwm = _status_kb("VmHWM") if self.reset else None
+        kb = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak_mb = kb / 1024
 
 
 def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float) -> float:
@@ -72,7 +141,8 @@ def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float) -
 
 
 def _core_pass(
-    bootstrap: str, topics: dict[str, str], total: int, timeout_s: float
+    bootstrap: str, topics: dict[str, str], total: int, timeout_s: float,
+    decode_threads: int = 1,
 ) -> tuple[float, int, Any]:
     from streambind.stream.config import StreamConfig
     from streambind.stream.embed import NoopEmbedder
@@ -83,7 +153,7 @@ def _core_pass(
                        session_timeout_ms=2000, max_poll_records=500,
                        max_buffered_windows=256, max_batch_windows=32, model="noop")
     sink = _AckSink()
-    runner = StreamRunner(cfg, NoopEmbedder(), sink)
+    runner = StreamRunner(cfg, NoopEmbedder(), sink, decode_threads=decode_threads)
     runner.start()
     deadline = time.perf_counter() + timeout_s
     stats = runner.stats
@@ -99,41 +169,120 @@ def _core_pass(
     return max(elapsed, 1e-9), sink.windows, stats
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run both passes and print the comparison."""
-    logging.getLogger("kafka").setLevel(logging.ERROR)
-    logging.getLogger("streambind.stream").setLevel(logging.WARNING)
-    from streambind.broker import EmbeddedBroker
+def _warm_up(samples: dict[str, list[Any]]) -> None:
+    """Featurize a few windows of each modality once (numba kernels, filter banks, mel
+    banks), so the timed pass measures steady state."""
+    from streambind.stream.embed import featurize
+    from streambind.stream.records import DecodeOptions, decode_record
+    from streambind.stream.windows import Windower, WindowSpec
+    from streambind.stream.worker import assemble_window
+
+    options = DecodeOptions(max_future_ns=10**18)
+    for modality, recs in samples.items():
+        windower = Windower(WindowSpec.default(modality))
+        for i, rec in enumerate(recs):
+            for chunk in decode_record(modality, rec.key, rec.value, rec.headers, partition=0,
+                                       offset=i, now_ns=time.time_ns(), options=options):
+                windower.add(chunk)
+        ok = [w for w in windower.flush() if w.outcome == "ok"][:2]
+        if ok:
+            featurize(modality, [assemble_window(w) for w in ok])
+
+
+def _publish(bootstrap: str, work: Workload, topics: dict[str, str]) -> tuple[int, float,
+                                                                             dict, dict]:
+    """Send the workload; returns (records, MB, records per modality, warm-up samples)."""
     from streambind.sim.kafka_io import send_records
-    from streambind.sim.simulator import SimStats, generate
     from streambind.sim.streams import aligned_origin_ns
 
+    modality_of = {t: m for m, t in topics.items()}
+    counts: dict[str, int] = {m: 0 for m in topics}
+    samples: dict[str, list[Any]] = {m: [] for m in topics}
+    first_key: dict[str, bytes] = {}
+    size = 0
+
+    def counted():
+        nonlocal size
+        start_ns = aligned_origin_ns(ago_s=600 + int(work.duration_s))
+        for topic, rec in records(work, start_ns, topics):
+            m = modality_of[topic]
+            counts[m] += 1
+            size += len(rec.value)
+            if first_key.setdefault(m, rec.key) == rec.key and len(samples[m]) < 200:
+                samples[m].append(rec)  # one device's first records: the warm-up
+            yield topic, rec
+
+    total = send_records(bootstrap, counted())
+    return total, size / 1e6, counts, samples
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the passes and print the comparison."""
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("streambind.stream").setLevel(logging.WARNING)
+    import torch
+
+    from streambind.broker import EmbeddedBroker
+
+    generator = args.generator
+    if generator == "auto":
+        generator = "templates" if args.fps is not None or args.devices > 32 else "world"
+    if generator == "world" and args.fps is not None:
+        raise SystemExit("--fps needs --generator templates (simulated devices pick 2-5 fps)")
+    size = None
+    if args.width or args.height:
+        size = (args.width or 160, args.height or 120)
+    work = Workload(args.devices, args.duration, tuple(args.modalities), args.seed, args.fps,
+                    size, generator)
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
         broker = EmbeddedBroker().start()
         bootstrap = broker.bootstrap
+    out = sys.stdout.write
     try:
         suffix = str(time.time_ns())
         topics = {m: f"bench.sensors.{m}.{suffix}" for m in args.modalities}
-        stats = SimStats()
-        items = generate(args.devices, args.duration, modalities=args.modalities,
-                         seed=args.seed, start_ns=aligned_origin_ns(), topics=topics,
-                         stats=stats, drop_share=0.0, reorder_share=0.0)
-        payload_mb = sum(len(r.value) for _, _, r in items) / 1e6
-        total = send_records(bootstrap, [(t, r) for _, t, r in items])
-        out = sys.stdout.write
-        out(f"workload: {args.devices} devices x {args.duration:g} s event time, "
-            f"{total} records ({payload_mb:.1f} MB), per modality {stats.records}\n")
-        raw_s = _raw_pass(bootstrap, list(topics.values()), total, args.timeout)
-        core_s, windows, core = _core_pass(bootstrap, topics, total, args.timeout)
-        raw_rps = total / raw_s
-        core_rps = total / core_s
-        out(f"raw kafka-python consume: {raw_rps:10.0f} records/s ({raw_s:.2f} s)\n")
-        out(f"streaming core (no-op embedder): {core_rps:10.0f} records/s, "
-            f"{windows / core_s:8.1f} windows/s ({core_s:.2f} s, {windows} windows, "
-            f"{core.windows_dropped} dropped, {core.records_late} late records)\n")
-        out(f"core / raw records/s ratio: {core_rps / raw_rps:.3f}\n")
+        started = time.perf_counter()
+        total, payload_mb, counts, samples = _publish(bootstrap, work, topics)
+        camera = f"{size[0]}x{size[1]}" if size else "160x120"
+        fps = f"{args.fps:g} fps" if args.fps else "2-5 fps"
+        out(f"workload ({generator}): {args.devices} devices x {args.duration:g} s event time, "
+            f"cameras {camera} at {fps}, {total} records ({payload_mb:.1f} MB), per modality "
+            f"{counts}; published in {time.perf_counter() - started:.1f} s\n")
+        _warm_up(samples)
+        del samples
+        threads = torch.get_num_threads()
+        raws, cores = [], []
+        for _ in range(max(1, args.repeat)):
+            with _Peak() as raw_mem:
+                raw_s = _raw_pass(bootstrap, list(topics.values()), total, args.timeout)
+            raws.append((total / raw_s, raw_s, raw_mem))
+            torch.set_num_threads(max(1, args.torch_threads))
+            try:
+                with _Peak() as core_mem:
+                    core_s, windows, core = _core_pass(bootstrap, topics, total, args.timeout,
+                                                       args.decode_threads)
+            finally:
+                torch.set_num_threads(threads)
+            cores.append((total / core_s, windows / core_s, core_s, windows, core, core_mem))
+            out(f"  pass: raw {total / raw_s:9.0f} records/s ({raw_s:.2f} s) | core "
+                f"{total / core_s:9.0f} records/s, {windows / core_s:8.1f} windows/s "
+                f"({core_s:.2f} s) | ratio {raw_s / core_s:.3f}\n")
+        raw_rps = statistics.median(r[0] for r in raws)
+        core_rps = statistics.median(c[0] for c in cores)
+        wps = statistics.median(c[1] for c in cores)
+        last = cores[-1]
+        raw_peak = max(r[2].peak_mb for r in raws)
+        core_peak = max(c[5].peak_mb for c in cores)
+        base = min(c[5].base_mb for c in cores)
+        out(f"raw kafka-python consume: {raw_rps:10.0f} records/s, peak RSS {raw_peak:.0f} MB\n")
+        out(f"streaming core (no-op embedder): {core_rps:10.0f} records/s, {wps:8.1f} windows/s "
+            f"({last[3]} windows, {last[4].windows_dropped} dropped, {last[4].records_late} "
+            f"late records), peak RSS {core_peak:.0f} MB (baseline {base:.0f} MB)\n")
+        medians = f" (medians of {len(raws)} passes each)" if len(raws) > 1 else ""
+        out(f"core / raw records/s ratio: {core_rps / raw_rps:.3f}{medians}; torch threads "
+            f"{max(1, args.torch_threads)}, decode threads {args.decode_threads}\n")
     finally:
         if broker is not None:
             broker.stop()

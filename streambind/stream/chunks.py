@@ -70,7 +70,8 @@ class SensorChunk:
     def nbytes(self) -> int:
         """Bytes this chunk keeps alive: its data, sample times and share of the record."""
         data = self.data
-        size = data.nbytes if isinstance(data, np.ndarray) else len(memoryview(data).cast("B"))
+        # ndarray and memoryview know their size in bytes; bytes-like: its length
+        size = data.nbytes if isinstance(data, np.ndarray | memoryview) else len(data)
         if self.sample_ts_ns is not None:
             size += self.sample_ts_ns.nbytes
         return size + self.source_bytes

@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from streambind import metrics
 from streambind.errors import RecordError
 from streambind.stream.assignment import Assignments
+from streambind.stream.chunks import SensorChunk
 from streambind.stream.config import StreamConfig
 from streambind.stream.dead_letter import DeadLetterWriter
 from streambind.stream.dispatch import WindowDispatch
@@ -51,22 +52,31 @@ class RecordIntake:
         self.dispatch = dispatch
         self.stats = stats
         self._modality_of = config.modality_of()
+        self._counters: dict[tuple[str, str], Any] = {}
         self.options = DecodeOptions(
             max_future_ns=round(config.max_future_s * NS_PER_S),
             frame_interval_ns=config.frame_interval_ms * 1_000_000,
         )
 
-    def handle(self, consumer: KafkaConsumer, tp: TopicPartition, msg: Any) -> None:
-        """Decode ``msg`` (a kafka-python ConsumerRecord of ``tp``) into its windows."""
+    def decode(self, tp: TopicPartition, msg: Any) -> list[SensorChunk] | RecordError:
+        """Decode ``msg`` of ``tp`` (pure: safe on any thread); a reject is returned."""
+        try:
+            return decode_record(self._modality_of[tp.topic], msg.key, msg.value, msg.headers,
+                                 partition=tp.partition, offset=msg.offset,
+                                 now_ns=time.time_ns(), options=self.options, topic=tp.topic)
+        except RecordError as err:
+            return err
+
+    def handle(self, consumer: KafkaConsumer, tp: TopicPartition, msg: Any,
+               decoded: list[SensorChunk] | RecordError | None = None) -> None:
+        """Put ``msg`` (a kafka-python ConsumerRecord of ``tp``) into its windows, or into
+        the DLQ; ``decoded``: its :meth:`decode` result when already decoded elsewhere."""
         modality = self._modality_of[tp.topic]
         part = self.assignments.part(consumer, tp)
         tracker, windower = part.tracker, part.windower
-        try:
-            chunks = decode_record(modality, msg.key, msg.value, msg.headers,
-                                   partition=tp.partition, offset=msg.offset,
-                                   now_ns=time.time_ns(), options=self.options, topic=tp.topic)
-        except RecordError as err:
-            self.dead_letter(part, msg, modality, err)
+        chunks = self.decode(tp, msg) if decoded is None else decoded
+        if isinstance(chunks, RecordError):
+            self.dead_letter(part, msg, modality, chunks)
             return
         holds: set[WindowKey] = set()
         late = False
@@ -81,7 +91,11 @@ class RecordIntake:
             self.stats.records_accepted += 1
         elif late:
             self.stats.records_late += 1
-        metrics.RECORDS.labels(modality, outcome).inc()
+        counter = self._counters.get((modality, outcome))
+        if counter is None:  # labels() costs a lookup and a lock per call: once per pair
+            counter = self._counters[(modality, outcome)] = metrics.RECORDS.labels(modality,
+                                                                                   outcome)
+        counter.inc()
 
     def dead_letter(self, part: PartitionState, msg: Any, modality: str, err: RecordError) -> None:
         """Write ``msg`` to the DLQ with ``err``; its offset is held until acknowledged."""

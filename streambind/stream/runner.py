@@ -45,6 +45,7 @@ from streambind.stream.embed import Embedder
 from streambind.stream.intake import RecordIntake
 from streambind.stream.lag import LagMonitor
 from streambind.stream.partition import IdleClock, PartitionState
+from streambind.stream.pool import DecodedPoll, DecodePipeline
 from streambind.stream.rebalance import RebalanceListener
 from streambind.stream.restart import ensure_state_topic
 from streambind.stream.sinks import EmbeddingSink, WindowSink
@@ -54,6 +55,8 @@ from streambind.stream.worker import EmbedWorker
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunnerStats", "StreamRunner", "run_stream"]
+
+SHORT_POLL_MS = 10  # poll timeout while paused or while decoded records wait
 
 
 class StreamRunner:
@@ -68,6 +71,7 @@ class StreamRunner:
         model: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         drain_timeout_s: float = 30.0,
+        decode_threads: int = 1,
     ) -> None:
         self.config = config
         self.embedder = embedder
@@ -92,6 +96,8 @@ class StreamRunner:
                                        self.publishing, on_forget=self.lag.forget)
         self.assignments.sink = self.sink
         self.dispatch = WindowDispatch(self.stats)
+        self.decode_threads = decode_threads
+        self._decoder: DecodePipeline | None = None
         self.backpressure = Backpressure(config, self.stats, open_bytes=self._open_bytes,
                                          queued_bytes=lambda: self.dispatch.queued_bytes)
 
@@ -146,6 +152,8 @@ class StreamRunner:
         commits = CommitLoop(cfg, committer, producer, self.assignments, self.publishing,
                              self._drain_acks, self.stats)
         intake = RecordIntake(cfg, producer, self.assignments, self.dispatch, self.stats)
+        if self.decode_threads > 0:  # else every record is decoded on this thread
+            self._decoder = DecodePipeline(intake.decode, self.decode_threads)
         worker = EmbedWorker(self.embedder, self.sink, producer, self.model,
                              cfg.max_batch_windows, self.dispatch.on_output,
                              publishing=self.publishing, is_live=self.assignments.is_live,
@@ -161,6 +169,8 @@ class StreamRunner:
                 self._step(consumer, intake, worker, commits)
             self._drain(consumer, worker, commits)
         finally:
+            if self._decoder is not None:
+                self._decoder.close()  # what it held was never applied: it is read again
             worker.stop()
             self.closing = True
             committer.abort()  # exactly-once: whatever the last commit did not cover
@@ -178,7 +188,13 @@ class StreamRunner:
             raise StreambindError(f"embed worker failed: {worker.error}") from worker.error
         self.backpressure.apply(consumer, self.dispatch.buffered)
         polled_s = time.perf_counter()
-        batches = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+        # Paused, nothing can arrive: a short poll sees the worker's acknowledgements (and
+        # resumes) sooner; likewise when decoded records wait to be applied.
+        waiting = self.backpressure.paused or (self._decoder is not None
+                                               and self._decoder.pending)
+        timeout_ms = min(self.config.poll_timeout_ms, SHORT_POLL_MS) if waiting else (
+            self.config.poll_timeout_ms)
+        batches = consumer.poll(timeout_ms=timeout_ms)
         if batches and self.stats.first_poll_s is None:
             self.stats.first_poll_s = polled_s
         if self.backpressure.waits_for_open_windows:
@@ -192,15 +208,44 @@ class StreamRunner:
         if assigned:
             self.ready.set()
         # Records fetched before a rebalance are read again from the committed offset.
-        self.backpressure.feed(consumer, [(tp, msgs) for tp, msgs in batches.items()
-                                          if tp in assigned and tp not in rewound],
-                               intake.handle)  # stops (and seeks back) at the byte bound
+        fresh = [(tp, msgs) for tp, msgs in batches.items()
+                 if tp in assigned and tp not in rewound]
+        if self._decoder is None:
+            self.backpressure.feed(consumer, fresh, intake.handle)  # stops (and seeks back)
+        else:  # at the byte bound: see _apply_decoded
+            self._decoder.skip(rewound)
+            ready = self._decoder.take()  # the previous poll, decoded during this one
+            self._decoder.submit(fresh)
+            if ready is not None:
+                self._apply_decoded(consumer, intake, ready, assigned)
         for part in list(self.assignments.parts.values()):
             self.dispatch.dispatch(worker, part, part.windower.poll())
         if commits.due():
-            self.assignments.apply(consumer)
+            rewound = self.assignments.apply(consumer)
+            if self._decoder is not None:
+                self._decoder.skip(rewound)
             commits.commit(consumer)
         self.lag.export(consumer, self._modality_of)
+
+    def _apply_decoded(self, consumer: KafkaConsumer, intake: RecordIntake, ready: DecodedPoll,
+                       assigned: set[TopicPartition]) -> None:
+        """Windows, offsets and dead letters of a poll decoded on the pool. When the byte
+        bound stops the feed, the consumer is sent back on the partitions not fully handled,
+        so the records of theirs decoding now (the next poll) are dropped."""
+        live = ready.live(assigned)
+        decoded = {tp: iter(ready.results[tp]) for tp, _ in live}
+
+        def handle(c: KafkaConsumer, tp: TopicPartition, msg: object) -> None:
+            intake.handle(c, tp, msg, next(decoded[tp]))
+
+        handled = self.backpressure.feed(consumer, live, handle)
+        if self._decoder is not None and handled < sum(len(m) for _, m in live):
+            left, sent_back = handled, set()
+            for tp, msgs in live:
+                if left < len(msgs):
+                    sent_back.add(tp)
+                left = max(0, left - len(msgs))
+            self._decoder.skip(sent_back)
 
     def _drain_acks(self) -> None:
         self.dispatch.drain_acks(self.assignments.parts)
