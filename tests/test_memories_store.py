@@ -215,3 +215,33 @@ def test_query_arithmetic_and_parsing():
     assert parse_time("2026-12-01T09:00:00+01:00") == 1796112000 * S
     assert parse_time("123") == 123
     assert pa.types.is_fixed_size_list(memory_table(memories(3), 0).schema.field("vector").type)
+
+
+def test_search_export_parquet_jsonl_and_directory(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from streambind.cli import main
+
+    store = LanceStore(str(tmp_path / "mem"))
+    mems = memories(40)
+    mems[1] = Memory(**{**mems[1].__dict__, "thumbnail": b"\xff\xd8fakejpeg"})
+    store.upsert(MODEL, memory_table(mems, 1))
+    base = ["search", "--store", str(tmp_path / "mem"), "--like", mems[0].window_id,
+            "--windows", "-k", "5", "--json"]
+    assert main([*base, "--export", str(tmp_path / "out.parquet")]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.num_rows == len(printed) == 5
+    assert table.column("window_id").to_pylist() == [p["window_id"] for p in printed]
+    assert table.column("rank").to_pylist() == [1, 2, 3, 4, 5]
+    assert table.column("source_topic").to_pylist()[0] == "sensors.audio"
+    assert main([*base, "--export", str(tmp_path / "out.jsonl")]) == 0
+    capsys.readouterr()
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == printed
+    # A directory: both files, and each moment's preview as a JPEG.
+    assert main(["search", "--store", str(tmp_path / "mem"), "--like", mems[0].window_id,
+                 "--windows", "-k", "40", "--export", str(tmp_path / "dir")]) == 0
+    assert (tmp_path / "dir" / "results.parquet").is_file()
+    jpgs = list((tmp_path / "dir").glob(f"*-{mems[1].window_id}.jpg"))
+    assert len(jpgs) == 1 and jpgs[0].read_bytes() == b"\xff\xd8fakejpeg"

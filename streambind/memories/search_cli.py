@@ -41,6 +41,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gap-s", type=float, default=0.0,
                         help="merge hits of a device at most this far apart")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--export", metavar="PATH", default=None,
+                        help="also write the results: PATH.jsonl, PATH.parquet, or a "
+                             "directory (both files and the previews as JPEG)")
 
 
 def items_from_args(args: argparse.Namespace) -> list[QueryItem]:
@@ -72,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     moments = memories.search(items, where=where, k=args.k, label=args.label,
                               min_score=args.min_score, merge=not args.windows,
                               gap_ns=int(args.gap_s * 1e9))
+    if args.export:
+        from streambind.memories.export import export_moments
+
+        export_moments(moments, args.export)
     out = sys.stdout
     for m in moments:
         if args.json:
