@@ -120,6 +120,23 @@ LABEL_SETS_PENDING = Gauge(
     "previous version stays in force meanwhile).",
 )
 
+# Memories (``streambind remember`` and the search API's processes).
+MEMORIES_FRESHNESS_SECONDS = Histogram(
+    "streambind_memories_freshness_seconds",
+    "Window end (event time) to the store commit that makes the window searchable.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+MEMORIES_ROWS = Counter("streambind_memories_rows_total",
+                        "Rows upserted into the memories store, by kind (window, labels).",
+                        ["kind"])
+MEMORIES_REJECTED = Counter("streambind_memories_rejected_total",
+                            "Input records remember could not decode, by DLQ reason.", ["reason"])
+MEMORIES_SEARCH_SECONDS = Histogram(
+    "streambind_memories_search_seconds",
+    "Memories store queries, by plan (exact: flat scan; indexed: vector index).",
+    ["plan"], buckets=_EMBED_BUCKETS_S,
+)
+
 
 def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
     """Every sample name streambind's metrics export (``_total``, ``_bucket``... included)."""
@@ -136,10 +153,11 @@ def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
 def _suffixed_names() -> set[str]:
     # Labelled metrics without samples yet still export these names once observed.
     names: set[str] = set()
-    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS, OVER_BUDGET_CHUNKS):
+    for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS, OVER_BUDGET_CHUNKS,
+                   MEMORIES_ROWS, MEMORIES_REJECTED):
         names.add(metric._name + "_total")
     for metric in (BATCH_SIZE, EMBED_SECONDS, EMBED_REQUEST_WINDOWS, EMBED_REQUEST_SECONDS,
-                   LATENCY_SECONDS):
+                   LATENCY_SECONDS, MEMORIES_FRESHNESS_SECONDS, MEMORIES_SEARCH_SECONDS):
         names.update(metric._name + suffix for suffix in ("_bucket", "_count", "_sum"))
     for metric in (CONSUMER_LAG, PAUSED_PARTITIONS, BUFFERED_WINDOWS, LABEL_SETS_PENDING,
                    OPEN_WINDOW_BYTES, QUEUED_WINDOW_BYTES):

@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter, Histogram
-
+from streambind import metrics
 from streambind.memories.rows import (
     FusionState,
     RecordError,
@@ -34,15 +33,10 @@ from streambind.memories.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
-FRESHNESS_SECONDS = Histogram(
-    "streambind_memories_freshness_seconds",
-    "Window end (event time) to the store commit that makes the window searchable.",
-    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-)
-STORED = Counter("streambind_memories_rows_total", "Rows upserted into the memories store.",
-                 ["kind"])
-REJECTED = Counter("streambind_memories_rejected_total",
-                   "Input records remember could not decode, by reason.", ["reason"])
+# Defined once in streambind.metrics; the short names are kept for this module's readers.
+FRESHNESS_SECONDS = metrics.MEMORIES_FRESHNESS_SECONDS
+STORED = metrics.MEMORIES_ROWS
+REJECTED = metrics.MEMORIES_REJECTED
 
 
 @dataclass(frozen=True)

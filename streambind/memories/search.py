@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
 
+from streambind import metrics
 from streambind.errors import StreambindError
 from streambind.memories.moments import Moment, merge_moments
 from streambind.memories.query import QueryEmbedder, QueryError, QueryItem
@@ -118,7 +120,10 @@ class Memories:
                 return []
             where = replace(where, window_ids=tuple(ids))
         fetch = k * (overfetch if merge else 1) + (len(likes) if exclude_like else 0)
+        started_s = time.perf_counter()
         hits, self.last_plan = self.store.search(self.model, vector, fetch, where)
+        metrics.MEMORIES_SEARCH_SECONDS.labels("exact" if self.last_plan.exact else "indexed"
+                                               ).observe(time.perf_counter() - started_s)
         if exclude_like:  # "more like this" should not return the example itself
             hits = [h for h in hits if h.window_id not in likes]
         if min_score is not None:
