@@ -7,6 +7,13 @@ each modality the zero-shot top-1 (text -> modality) is printed beside chance, a
 untrained tower and a tower bound on shuffled pairs (same recipe and steps), then the
 cross-modal retrieval R@1/R@5 of ``--retrieval A:B`` and each modality's agreement with
 the camera's labels.
+
+With ``--truth FILE`` (and ``--bootstrap``), a bound sensor is evaluated on your own
+recording instead: its windows from Kafka, labelled by the file
+(:mod:`streambind.bind.eval_stream`)::
+
+    streambind eval --model wrist-model --modality wrist --bootstrap B --truth labels.jsonl \
+        [--topic sensors.wrist] [--labels labels.yaml] [--plot DIR] [--json]
 """
 
 from __future__ import annotations
@@ -34,10 +41,42 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="DIR", help="write confusion and per-class PNGs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--cache-dir", help="model cache directory")
+    parser.add_argument("--truth", metavar="FILE",
+                        help="labels (JSON lines device_id/start_ns/end_ns/activity): evaluate "
+                             "bound sensors on their Kafka topics instead of the world")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (with --truth)")
+    parser.add_argument("--topic", help="with --truth: the sensor topic (default sensors.NAME)")
+    parser.add_argument("--labels", metavar="FILE",
+                        help="with --truth: label set file (default: one label per activity)")
+    parser.add_argument("--timeout-s", type=float, default=120.0, help="Kafka read timeout")
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """``--truth``: each bound sensor of ``--modality`` on its topic, against the labels."""
+    from streambind.bind.eval_stream import evaluate_stream, format_stream_report, read_truth
+    from streambind.labels import LabelSet
+    from streambind.model import load_imagebind
+
+    if not args.bootstrap or not args.modalities:
+        raise ConfigError("--truth needs --bootstrap and --modality (the bound sensor)")
+    if args.topic and len(args.modalities) > 1:
+        raise ConfigError("--topic names one sensor's topic: pass one --modality with it")
+    segments = read_truth(args.truth)
+    labels = LabelSet.from_file(args.labels) if args.labels else None
+    model = load_imagebind(args.model, cache_dir=args.cache_dir)
+    reports = [evaluate_stream(model, m, args.bootstrap, args.topic or f"sensors.{m}",
+                               segments, labels, timeout_s=args.timeout_s,
+                               controls=not args.no_controls, plot_dir=args.plot)
+               for m in args.modalities]
+    text = "\n".join(format_stream_report(r) for r in reports)
+    sys.stdout.write((json.dumps({"stream": reports}) if args.json else text) + "\n")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the report."""
+    if args.truth:
+        return run_stream(args)
     from streambind.bind.evaluate import EvalConfig, evaluate_world, format_report
     from streambind.model import load_imagebind
     from streambind.world.train_data import SENSORS
