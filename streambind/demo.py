@@ -41,9 +41,9 @@ TINY_BANNER = (
 )
 TRAIN_NOTICE = (
     "The world model is not in the cache yet ({path}).\n"
-    "Training it once now: 2-4 minutes and 3 GB of memory on 2 CPU cores (the same as\n"
-    "`streambind world --train`); later runs reuse it. Ctrl-C cancels; `--model tiny`\n"
-    "skips it (untrained: labels not meaningful).\n"
+    "Training it once now (the same as `streambind world --train`): 2-4 minutes and 3 GB\n"
+    "of memory on 2 CPU cores, longer on a busy machine; later runs reuse it. Ctrl-C\n"
+    "cancels; `--model tiny` skips it (untrained: labels not meaningful).\n"
 )
 
 

@@ -187,7 +187,7 @@ def train_world_model(cfg: WorldTrainConfig = WorldTrainConfig(), *,
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     data = train_data.generate(cfg.segments_per_class, cfg.windows_per_segment, cfg.seed,
-                               ("vision", *cfg.modalities))
+                               ("vision", *cfg.modalities), progress=progress)
     train_idx, val_idx = recipe.time_block_split(data.start_ns, data.end_ns, data.block_ns,
                                                  cfg.val_every)
     gen_s = time.monotonic() - t0

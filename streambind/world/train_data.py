@@ -63,9 +63,13 @@ def generate(
     modalities: tuple[str, ...] = ("vision", *SENSORS),
     hop_s: float = 1.0,
     classes: tuple[str, ...] | None = None,
+    progress: bool = False,
 ) -> WorldData:
     """Render and featurize ``segments_per_class`` segments of every activity (or of
-    ``classes``), ``windows_per_segment`` windows each, deterministically from ``seed``."""
+    ``classes``), ``windows_per_segment`` windows each, deterministically from ``seed``
+    (``progress``: a progress bar over the segments, for the first, silent minute)."""
+    from tqdm.auto import tqdm
+
     rng = np.random.default_rng(seed)
     names = classes or ACTIVITY_NAMES
     order = [c for c in names for _ in range(segments_per_class)]
@@ -74,7 +78,7 @@ def generate(
     span_s = lead_s + IMU_S + hop_s * (windows_per_segment - 1)
     block_ns = int(np.ceil(span_s)) * S
     labels, starts, raw = [], [], {m: [] for m in modalities}
-    for k, name in enumerate(order):
+    for k, name in enumerate(tqdm(order, desc="world: rendering windows", disable=not progress)):
         n = sample_nuisance(rng)
         for w in range(windows_per_segment):
             t0 = lead_s + w * hop_s  # vision window start, seconds into the segment
