@@ -33,6 +33,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "pipeline": ("streambind.bench.pipeline", "end-to-end windows/s vs embedder throughput"),
     "gpu": ("streambind.bench.gpu", "GPU figures: towers, and the core feeding the model"),
     "memories": ("streambind.bench.memories", "memories store: recall vs exact, ingest, freshness"),
+    "memories-quality": ("streambind.bench.memories_quality",
+                         "memories on the world: precision@10 per query kind, few-shot labels"),
 }
 
 
