@@ -78,6 +78,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="torch intra-op threads during the core pass")
     parser.add_argument("--decode-threads", type=int, default=1,
                         help="threads decoding records off the consumer thread (0: inline)")
+    parser.add_argument("--max-buffered-mb", type=float, default=None,
+                        help="the core's byte bound on open and queued windows (default: "
+                             "the StreamConfig default)")
 
 
 def _reset_peak() -> bool:
@@ -142,7 +145,7 @@ def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float) -
 
 def _core_pass(
     bootstrap: str, topics: dict[str, str], total: int, timeout_s: float,
-    decode_threads: int = 1,
+    decode_threads: int = 1, max_buffered_mb: float | None = None,
 ) -> tuple[float, int, Any]:
     from streambind.stream.config import StreamConfig
     from streambind.stream.embed import NoopEmbedder
@@ -151,7 +154,9 @@ def _core_pass(
     cfg = StreamConfig(bootstrap=bootstrap, group_id=f"bench-{time.time_ns()}",
                        modalities=tuple(topics), topics=topics, idle_timeout_s=0.5,
                        session_timeout_ms=2000, max_poll_records=500,
-                       max_buffered_windows=256, max_batch_windows=32, model="noop")
+                       max_buffered_windows=256, max_batch_windows=32, model="noop",
+                       **({} if max_buffered_mb is None else
+                          {"max_buffered_bytes": round(max_buffered_mb * 2**20)}))
     sink = _AckSink()
     runner = StreamRunner(cfg, NoopEmbedder(), sink, decode_threads=decode_threads)
     runner.start()
@@ -218,7 +223,8 @@ def _publish(bootstrap: str, work: Workload, topics: dict[str, str]) -> tuple[in
 
 def run(args: argparse.Namespace) -> int:
     """Run the passes and print the comparison."""
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs a cancelled metadata refresh as an error when a consumer closes
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     logging.getLogger("streambind.stream").setLevel(logging.WARNING)
     import torch
 
@@ -262,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 with _Peak() as core_mem:
                     core_s, windows, core = _core_pass(bootstrap, topics, total, args.timeout,
-                                                       args.decode_threads)
+                                                       args.decode_threads, args.max_buffered_mb)
             finally:
                 torch.set_num_threads(threads)
             cores.append((total / core_s, windows / core_s, core_s, windows, core, core_mem))
