@@ -66,6 +66,7 @@ class LanceOptions:
     # query then scanned every row's code; found with `streambind bench memories`).
     target_partition_size: int = 1024
     nprobes: int = 24
+    filtered_nprobes_max_factor: float = 8.0  # a prefiltered probe: up to 8x the partitions
     refine_factor: int = 10
     sub_vector_dim: int = 16  # PQ: D / 16 sub-vectors
     # How stale a reader's view of the table may be: another process's commit becomes
@@ -284,7 +285,14 @@ class LanceStore:
             return [], SearchPlan(True, "no table for this model")
         sql = filter_sql(where)
         plan = self._plan(table, sql, exact)
-        hits = self._query(table, vector, k, sql, plan.exact)
+        nprobes = self.options.nprobes
+        if not plan.exact and plan.candidates:
+            # A filter passing a fraction f of the rows leaves ~f of each probed partition:
+            # probe more partitions the more selective it is (1/sqrt(f), capped).
+            fraction = plan.candidates / max(1, table.count_rows())
+            nprobes = int(round(nprobes * min(self.options.filtered_nprobes_max_factor,
+                                              max(1.0, fraction ** -0.5))))
+        hits = self._query(table, vector, k, sql, plan.exact, nprobes)
         if not plan.exact and len(hits) < k:
             # An ANN probe can miss rows a filter allows; never return fewer than exist.
             matching = table.count_rows(sql) if sql else table.count_rows()
@@ -294,8 +302,10 @@ class LanceStore:
         return hits, plan
 
     def _plan(self, table: Any, sql: str | None, exact: bool | None) -> SearchPlan:
-        if exact is not None:
-            return SearchPlan(exact, "requested")
+        if exact:
+            return SearchPlan(True, "requested")
+        if exact is not None:  # indexed on request: still count, to size the probe
+            return SearchPlan(False, "requested", table.count_rows(sql) if sql else None)
         if not self._indexed(table):
             return SearchPlan(True, "no vector index yet")
         if sql is None:
@@ -306,7 +316,7 @@ class LanceStore:
         return SearchPlan(False, "indexed with prefilter", candidates)
 
     def _query(self, table: Any, vector: np.ndarray, k: int, sql: str | None,
-               exact: bool) -> list[Hit]:
+               exact: bool, nprobes: int | None = None) -> list[Hit]:
         query = (table.search(unit(vector).astype(np.float32), vector_column_name="vector")
                  .metric("cosine").select(_HIT_COLUMNS).limit(k))
         if sql:
@@ -314,7 +324,8 @@ class LanceStore:
         if exact:
             query = query.bypass_vector_index()
         else:
-            query = query.nprobes(self.options.nprobes).refine_factor(self.options.refine_factor)
+            query = (query.nprobes(nprobes or self.options.nprobes)
+                     .refine_factor(self.options.refine_factor))
         result = query.to_arrow()
         scores = [1.0 - d for d in result.column("_distance").to_pylist()]
         hits, seen = [], set()
