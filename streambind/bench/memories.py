@@ -19,8 +19,8 @@ One run, on a fresh LanceDB store (the embedded default) in a temporary director
    and one device within six hours. Ground truth is exact top-k by numpy over the same
    vectors and the same filter; recall@k of the store's own plan (it may choose an exact
    scan for a selective filter) and of the indexed path forced (same probe sizing), and
-   p50/p99 latency. The
-   store's exact scan is checked against numpy on a few queries (``exact_check``).
+   p50/p99 latency. The store's exact scan is checked against numpy on a few queries
+   (``exact_check``).
 
 Vectors are clustered as embeddings are: a unit sum of an activity direction, a device
 (scene) direction, a modality direction, a continuous 24-dimensional part and noise.
