@@ -257,6 +257,8 @@ def format_report(report: dict) -> str:
 
     for m, s in r["text"].items():
         row(f"text -> {m}", s)
+        per = r["per_activity"][m]
+        lines.append("    per activity: " + ", ".join(f"{a} {p:.2f}" for a, p in per.items()))
     for name, s in r.get("audio_file", {}).items():
         row(f"audio file: {name}", s)
     for name, s in r["like"].items():
