@@ -68,10 +68,20 @@ def prepare_model(model: str, cache_dir: str | None, out: TextIO,
                   stop: threading.Event) -> bool:
     """Make ``model`` loadable: train the world model when it is missing (a subprocess that
     shows its progress; Ctrl-C cancels it). False when cancelled or training failed."""
-    from streambind.model.cache import world_model_available, world_model_dir
+    from streambind.model.cache import (
+        checkpoint_cache_path,
+        huge_checkpoint_available,
+        world_model_available,
+        world_model_dir,
+    )
 
     if model == "tiny":
         out.write(TINY_BANNER)
+    if model == "huge" and not huge_checkpoint_available(cache_dir):
+        out.write(f"the official ImageBind weights are not in the cache "
+                  f"({checkpoint_cache_path(cache_dir)}): fetch them (CC BY-NC-SA 4.0) with "
+                  "`python -m streambind.model.download`, or run the demo without --model\n")
+        return False
     if model != DEFAULT_MODEL or world_model_available(cache_dir):
         return True
     out.write(TRAIN_NOTICE.format(path=world_model_dir(cache_dir)))

@@ -45,6 +45,9 @@ def test_the_default_model_is_the_world_model_and_tiny_says_its_labels_mean_noth
     out = io.StringIO()
     assert prepare_model("tiny", str(tmp_path), out, threading.Event())
     assert "UNTRAINED" in out.getvalue() and "not meaningful" in out.getvalue()
+    out = io.StringIO()
+    assert not prepare_model("huge", str(tmp_path), out, threading.Event())  # not cached
+    assert "streambind.model.download" in out.getvalue()
 
 
 def test_a_missing_world_model_is_trained_with_a_notice_and_ctrl_c_cancels_it(tmp_path):
