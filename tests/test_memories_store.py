@@ -245,3 +245,24 @@ def test_search_export_parquet_jsonl_and_directory(tmp_path, capsys):
     assert (tmp_path / "dir" / "results.parquet").is_file()
     jpgs = list((tmp_path / "dir").glob(f"*-{mems[1].window_id}.jpg"))
     assert len(jpgs) == 1 and jpgs[0].read_bytes() == b"\xff\xd8fakejpeg"
+
+
+def test_racing_appends_are_deduplicated_by_maintenance(tmp_path):
+    # Two writers appending the same new windows (a rebalance overlap) bypass the upsert's
+    # check; search shows each window once and maintenance keeps the newest copy only.
+    store = LanceStore(str(tmp_path / "mem"), LanceOptions(min_index_rows=10_000))
+    mems = memories(300)
+    store.upsert(MODEL, memory_table(mems, 1))
+    table = store._table(table_name(MODEL))
+    table.add(memory_table(mems[:40], 2))  # the racing writer's copy, written later
+    assert store.count(MODEL) == 340
+    hits, _ = store.search(MODEL, mems[3].vector, 5)
+    assert len({h.window_id for h in hits}) == 5 and hits[0].window_id == mems[3].window_id
+    store.optimize(MODEL)
+    assert store.count(MODEL) == 300
+    kept = store.get(MODEL, [mems[0].window_id, mems[100].window_id])
+    stamps = dict(zip(kept.column("window_id").to_pylist(),
+                      kept.column("stored_at_ns").to_pylist(), strict=True))
+    assert stamps == {mems[0].window_id: 2, mems[100].window_id: 1}
+    store.upsert(MODEL, memory_table(mems[:10], 3))  # a replay still replaces, never adds
+    assert store.count(MODEL) == 300

@@ -317,23 +317,27 @@ class LanceStore:
 
     def _query(self, table: Any, vector: np.ndarray, k: int, sql: str | None,
                exact: bool, nprobes: int | None = None) -> list[Hit]:
-        query = (table.search(unit(vector).astype(np.float32), vector_column_name="vector")
-                 .metric("cosine").select(_HIT_COLUMNS).limit(k))
-        if sql:
-            query = query.where(sql, prefilter=True)
-        if exact:
-            query = query.bypass_vector_index()
-        else:
-            query = (query.nprobes(nprobes or self.options.nprobes)
-                     .refine_factor(self.options.refine_factor))
-        result = query.to_arrow()
-        scores = [1.0 - d for d in result.column("_distance").to_pylist()]
-        hits, seen = [], set()
-        for hit in hits_from_table(result, scores):  # a racing duplicate is shown once
-            if hit.window_id not in seen:
-                seen.add(hit.window_id)
-                hits.append(hit)
-        return hits
+        limit = k
+        while True:
+            query = (table.search(unit(vector).astype(np.float32), vector_column_name="vector")
+                     .metric("cosine").select(_HIT_COLUMNS).limit(limit))
+            if sql:
+                query = query.where(sql, prefilter=True)
+            if exact:
+                query = query.bypass_vector_index()
+            else:
+                query = (query.nprobes(nprobes or self.options.nprobes)
+                         .refine_factor(self.options.refine_factor))
+            result = query.to_arrow()
+            scores = [1.0 - d for d in result.column("_distance").to_pylist()]
+            hits, seen = [], set()
+            for hit in hits_from_table(result, scores):  # a racing duplicate is shown once
+                if hit.window_id not in seen:
+                    seen.add(hit.window_id)
+                    hits.append(hit)
+            if len(hits) >= k or result.num_rows < limit:
+                return hits[:k]
+            limit *= 2  # duplicates took places in the top-k (until maintenance removes them)
 
     def get(self, model: str, window_ids: Sequence[str]) -> pa.Table:
         """Rows (with vectors) of these ids."""
