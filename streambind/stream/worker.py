@@ -18,6 +18,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future as PoolFuture
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -67,6 +69,7 @@ class EmbedWorker:
         publishing: AbstractContextManager[Any] | None = None,
         is_live: Callable[[Hashable], bool] | None = None,
         dead_letters: DeadLetterWriter | None = None,
+        prepare_ahead: bool = True,
     ) -> None:
         self.embedder = embedder
         self.sink = sink
@@ -78,6 +81,7 @@ class EmbedWorker:
         self.publishing = publishing if publishing is not None else threading.Lock()
         self.is_live = is_live
         self.dead_letters = dead_letters  # None: failures are only counted and logged
+        self.prepare_ahead = prepare_ahead
         self.error: BaseException | None = None
         self._queue: deque[tuple[Hashable, ClosedWindow]] = deque()
         self._cond = threading.Condition()
@@ -101,11 +105,11 @@ class EmbedWorker:
             self._queue.append((topic, window))
             self._cond.notify()
 
-    def _take(self) -> list[tuple[Hashable, ClosedWindow]] | None:
+    def _take(self, block: bool = True) -> list[tuple[Hashable, ClosedWindow]] | None:
         with self._cond:
-            while not self._queue and not self._stopping:
+            while block and not self._queue and not self._stopping:
                 self._cond.wait(0.5)
-            if self._stopping:
+            if self._stopping or not self._queue:
                 return None
             modality = self._queue[0][1].modality
             batch: list[tuple[Hashable, ClosedWindow]] = []
@@ -118,16 +122,31 @@ class EmbedWorker:
             return batch
 
     def _loop(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            try:
-                self._process(batch)
-            except BaseException as exc:  # noqa: BLE001 - reported to the consumer thread
-                logger.exception("embedding a %s batch failed", batch[0][1].modality)
-                self.error = exc
-                return
+        # Two stages: the next batch is assembled and featurized on the featurize thread
+        # while this one embeds and publishes the current one (batches stay in order, so
+        # each device's windows are published in order).
+        pool = ThreadPoolExecutor(1, thread_name_prefix="streambind-featurize")
+        batch: list[tuple[Hashable, ClosedWindow]] | None = None
+        try:
+            ahead: PoolFuture | None = None
+            while True:
+                if ahead is None:
+                    batch = self._take()
+                    if batch is None:
+                        return
+                    ahead = pool.submit(self._prepare, batch)
+                prepared = ahead.result()
+                nxt = self._take(block=False) if self.prepare_ahead else None
+                ahead = pool.submit(self._prepare, nxt) if nxt else None
+                if prepared is not None:
+                    self._emit(*prepared)
+                batch = nxt
+        except BaseException as exc:  # noqa: BLE001 - reported to the consumer thread
+            modality = batch[0][1].modality if batch else "?"
+            logger.exception("embedding a %s batch failed", modality)
+            self.error = exc
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # nothing featurizes after stop
 
     def _fail(self, topic: Hashable, window: ClosedWindow, exc: Exception,
               failures: tuple[FrameFailure, ...] = ()) -> None:
@@ -182,6 +201,15 @@ class EmbedWorker:
         done.add_errback(self._failed, topic)
 
     def _process(self, batch: list[tuple[Hashable, ClosedWindow]]) -> None:
+        """Assemble, featurize, embed and publish one batch (in the calling thread)."""
+        prepared = self._prepare(batch)
+        if prepared is not None:
+            self._emit(*prepared)
+
+    def _prepare(self, batch: list[tuple[Hashable, ClosedWindow]]) -> tuple[
+            str, list[tuple[Hashable, ClosedWindow]], list[RawInput], Any] | None:
+        """Assemble and featurize ``batch``: (modality, windows kept, their inputs, the
+        batch tensor), or None when every window failed (each one through ``_fail``)."""
         modality = batch[0][1].modality
         good: list[tuple[Hashable, ClosedWindow]] = []
         raws: list[RawInput] = []
@@ -192,7 +220,7 @@ class EmbedWorker:
             except (AssemblyError, FeatureError) as exc:
                 self._fail(topic, window, exc)
         if not good:
-            return
+            return None
         try:
             tensor = featurize(modality, raws)
         except FeatureError:
@@ -206,8 +234,13 @@ class EmbedWorker:
                 except FeatureError as exc:
                     self._fail(item[0], item[1], exc, _frame_failures(raw))
             if not kept:
-                return
+                return None
             good, raws, tensor = kept, kept_raws, featurize(modality, kept_raws)
+        return modality, good, raws, tensor
+
+    def _emit(self, modality: str, good: list[tuple[Hashable, ClosedWindow]],
+              raws: list[RawInput], tensor: Any) -> None:
+        """Embed a prepared batch and publish it through the sink."""
         started_s = time.perf_counter()
         embeddings = self.embedder.embed(modality, tensor)
         # The request as the ingest side sees it; the embedder's forward pass is
