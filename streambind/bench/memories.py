@@ -76,7 +76,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="queries run through the store's exact scan as a check")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--optimize-every-s", type=float, default=RememberConfig.optimize_every_s)
-    parser.add_argument("--probe-every", type=int, default=5, help="a freshness probe every "
+    parser.add_argument("--probe-every", type=int, default=1, help="a freshness probe every "
                         "this many batches")
     parser.add_argument("--nprobes", type=int, default=defaults.nprobes)
     parser.add_argument("--partition-rows", type=int, default=defaults.target_partition_size,
