@@ -100,10 +100,10 @@ def test_a_document_that_is_not_an_object_is_a_config_error(doc):
 def test_the_schema_file_accepts_the_shipped_label_sets():
     import yaml
 
-    from streambind.demo import DEMO_LABELS
+    from streambind.demo import demo_label_set
 
     values = yaml.safe_load((ROOT / "helm" / "streambind" / "values.yaml").read_text())
-    for doc in (DOC, DEMO_LABELS, values["labels"]["labelSet"]):
+    for doc in (DOC, demo_label_set(), values["labels"]["labelSet"]):
         assert LabelSet.from_dict(doc).name == doc["name"]
     schema = json.loads((ROOT / "schemas" / "label_set.schema.json").read_text())
     pattern = schema["$defs"]["label"]["properties"]["modalities"]["items"]["pattern"]
