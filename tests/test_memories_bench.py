@@ -19,8 +19,9 @@ def _args(tmp_path, **over) -> argparse.Namespace:
     bench.configure_parser(parser)
     args = parser.parse_args([])
     for key, value in {**SMALL, "batch_rows": 500, "min_index_rows": 1000,
-                       "exact_max_rows": 200, "partition_rows": 100, "optimize_every_s": 0.5, "probe_every": 1,
-                       "exact_queries": 6, "dir": str(tmp_path / "bench"), **over}.items():
+                       "exact_max_rows": 200, "partition_rows": 100, "optimize_every_s": 0.5,
+                       "probe_every": 1, "exact_queries": 6, "dir": str(tmp_path / "bench"),
+                       **over}.items():
         setattr(args, key, value)
     return args
 
