@@ -23,7 +23,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from streambind.errors import ConfigError
+from streambind.errors import ConfigError, RecordError
 from streambind.labels import LabelSet
 from streambind.model.kinds import SeriesConfig
 from streambind.sim.kafka_io import read_topic, send_records
@@ -127,6 +127,35 @@ def test_named_windower_keys_windows_by_the_sensor() -> None:
         ("wrist", 0), ("wrist", S), ("wrist", 2 * S)]
     x = custom.featurize_bound("wrist", [custom.BoundInput(closed[0])])
     assert x.shape == (1, 3, 100)
+
+
+def test_a_frame_sensor_is_windowed_by_its_frame_nearest_the_middle() -> None:
+    from streambind.model.kinds import FrameConfig
+    from streambind.stream.config import StreamConfig
+
+    radar = FrameConfig(name="radar", height_px=32, width_px=32, patch_px=16, window_s=2.0,
+                        width=32, depth=1, heads=4, logit_scale=5.0)
+    cfg = StreamConfig(modalities=("imu",), bound={"radar": radar})
+    spec = cfg.window_spec("radar")
+    assert spec.modality == "depth" and spec.size_ns == 2 * S
+    windower = custom.NamedWindower("radar", spec)
+    t0 = aligned_origin_ns()
+    for k in range(8):  # 4 fps; frame k is filled with the value k
+        img = np.full((8, 12), k, np.uint16)
+        img[0, 0] = 0  # some contrast: min-max scaling keeps the frame's pattern
+        value = custom.encode_frame("dev", t0 + k * S // 4, k, img)
+        for chunk in custom.decode_bound("radar", b"dev", value, custom.headers("frame"),
+                                         partition=0, offset=k, now_ns=time.time_ns()):
+            windower.add(chunk)
+    with pytest.raises(RecordError) as err:  # a series record on a frame sensor's topic
+        custom.decode_bound("radar", b"dev", series_records("dev", t0, 0.5)[0].value,
+                            custom.headers("series"), partition=0, offset=9,
+                            now_ns=time.time_ns())
+    assert err.value.reason == "bad_schema"
+    closed = [w for w in windower.flush() if w.outcome == "ok"]
+    assert [(w.modality, w.start_ns - t0) for w in closed][:1] == [("radar", 0)]
+    x = custom.featurize_bound("radar", [custom.BoundInput(closed[0])])
+    assert x.shape == (1, 1, 32, 32) and float(x.max()) == pytest.approx(1.0)
 
 
 def test_eval_labels_file_is_read_strictly_and_labels_windows_by_majority(tmp_path) -> None:
