@@ -266,3 +266,13 @@ def test_racing_appends_are_deduplicated_by_maintenance(tmp_path):
     assert stamps == {mems[0].window_id: 2, mems[100].window_id: 1}
     store.upsert(MODEL, memory_table(mems[:10], 3))  # a replay still replaces, never adds
     assert store.count(MODEL) == 300
+    import time
+
+    # A later race on new windows: both copies are recent, which is what the next pass
+    # (it looks at recently stored rows only) compares.
+    late = [Memory(**{**m.__dict__, "window_id": f"late-{i}"}) for i, m in enumerate(mems[:10])]
+    store.upsert(MODEL, memory_table(late, time.time_ns()))
+    table.add(memory_table(late, time.time_ns()))
+    assert store.count(MODEL) == 320
+    store.optimize(MODEL)
+    assert store.count(MODEL) == 310

@@ -77,6 +77,9 @@ class LanceOptions:
     storage_options: dict[str, str] | None = None
 
 
+DEDUPE_MARGIN_S = 600.0  # racing copies are stored within this of each other
+
+
 def sql_quote(value: str) -> str:
     """A SQL string literal (single quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
@@ -115,6 +118,7 @@ class LanceStore:
         except (OSError, ValueError, RuntimeError) as exc:
             raise StoreError(f"cannot open LanceDB store {uri!r}: {exc}") from exc
         self._tables: dict[str, Any] = {}
+        self._deduped_since_ns: dict[str, int] = {}  # table -> rows older were checked
 
     # -- tables ---------------------------------------------------------------------------
     def _names(self) -> list[str]:
@@ -212,7 +216,7 @@ class LanceStore:
         table = self._table(table_name(model))
         if table is None:
             return
-        self._dedupe(table)
+        self._dedupe(table, table_name(model))
         rows = table.count_rows()
         indices = {tuple(i.columns) for i in table.list_indices()}
         for column, config in (("window_id", BTree()), ("window_end_ns", BTree()),
@@ -229,9 +233,19 @@ class LanceStore:
         # Compaction + merge of new rows into existing indices.
         table.optimize(cleanup_older_than=timedelta(seconds=self.options.cleanup_older_than_s))
 
-    def _dedupe(self, table: Any) -> int:
-        """Keep one row per window id (the latest ``stored_at_ns``); returns rows removed."""
-        ids = table.search().select(["window_id"]).limit(None).to_arrow()
+    def _dedupe(self, table: Any, name: str) -> int:
+        """Keep one row per window id (the latest ``stored_at_ns``); returns rows removed.
+
+        Racing writers store both copies at about the same time, so after a first full
+        pass only rows stored since the previous pass (less a margin for clock skew
+        between writers) are compared: the pass stays cheap on a large table.
+        """
+        since = self._deduped_since_ns.get(name)
+        self._deduped_since_ns[name] = time.time_ns() - int(DEDUPE_MARGIN_S * 1e9)
+        query = table.search().select(["window_id"])
+        if since is not None:
+            query = query.where(f"stored_at_ns >= {since}")
+        ids = query.limit(None).to_arrow()
         if ids.num_rows == 0:
             return 0
         counts = pc.value_counts(ids.column("window_id"))
