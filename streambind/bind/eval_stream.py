@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +25,12 @@ import torch
 
 from streambind.errors import ConfigError, FeatureError
 from streambind.labels import LabelSet, label_text_matrix
+from streambind.world.truth import Segment
 
 logger = logging.getLogger(__name__)
 
 MAX_TRUTH_LINES = 1_000_000
 MAX_LINE_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One labelled span of one device (device clock, ns)."""
-
-    device_id: str
-    start_ns: int
-    end_ns: int
-    activity: str
 
 
 def read_truth(path: str | Path) -> list[Segment]:
