@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -46,7 +47,7 @@ def check_modality_name(name: object) -> str:
 
 
 @dataclass(frozen=True)
-class BoundTowerConfig(TowerConfig):
+class BoundTowerConfig(TowerConfig, ABC):
     """Fields of every bound tower: its name and its window length."""
 
     kind: ClassVar[str] = ""
@@ -60,9 +61,9 @@ class BoundTowerConfig(TowerConfig):
         return self.name
 
     @property
+    @abstractmethod
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one window's model input, batch axis excluded."""
-        raise NotImplementedError
 
     def __post_init__(self) -> None:
         check_modality_name(self.name)
