@@ -83,3 +83,30 @@ def test_next_batch_is_featurized_while_the_embedder_works(monkeypatch):
         worker.stop()
     assert worker.error is None
     assert sink.keys == [w.key for w in windows]  # published in queue order
+
+
+def test_without_prepare_ahead_nothing_is_featurized_during_embed(monkeypatch):
+    windows = _imu_windows(devices=2, seconds=20)
+    featurized = []
+    real = worker_mod.featurize
+    monkeypatch.setattr(worker_mod, "featurize",
+                        lambda m, raws: featurized.append(len(raws)) or real(m, raws))
+    embedder, sink, acks = _BlockingEmbedder(), _Sink(), []
+    worker = EmbedWorker(embedder, sink, None, "m", 4, lambda t, k, c: acks.append(k),
+                         prepare_ahead=False)
+    for w in windows:
+        worker.put("tp", w)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while embedder.calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # room for a (wrong) second featurize to happen
+        assert len(featurized) == 1
+        embedder.release.set()
+        while len(acks) < len(windows) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        embedder.release.set()
+        worker.stop()
+    assert sink.keys == [w.key for w in windows]

@@ -70,6 +70,7 @@ class EmbedWorker:
         is_live: Callable[[Hashable], bool] | None = None,
         dead_letters: DeadLetterWriter | None = None,
         prepare_ahead: bool = True,
+        featurize_threads: int = 1,
     ) -> None:
         self.embedder = embedder
         self.sink = sink
@@ -82,6 +83,7 @@ class EmbedWorker:
         self.is_live = is_live
         self.dead_letters = dead_letters  # None: failures are only counted and logged
         self.prepare_ahead = prepare_ahead
+        self.featurize_threads = max(1, featurize_threads)
         self.error: BaseException | None = None
         self._queue: deque[tuple[Hashable, ClosedWindow]] = deque()
         self._cond = threading.Condition()
@@ -122,25 +124,31 @@ class EmbedWorker:
             return batch
 
     def _loop(self) -> None:
-        # Two stages: the next batch is assembled and featurized on the featurize thread
-        # while this one embeds and publishes the current one (batches stay in order, so
-        # each device's windows are published in order).
-        pool = ThreadPoolExecutor(1, thread_name_prefix="streambind-featurize")
+        # Two stages: the next batches (up to ``featurize_threads``) are assembled and
+        # featurized on the featurize threads while this one embeds and publishes the oldest
+        # (batches are emitted in order, so each device's windows are published in order).
+        depth = self.featurize_threads if self.prepare_ahead else 1
+        pool = ThreadPoolExecutor(depth, thread_name_prefix="streambind-featurize")
+        ahead: deque[tuple[list[tuple[Hashable, ClosedWindow]], PoolFuture]] = deque()
         batch: list[tuple[Hashable, ClosedWindow]] | None = None
         try:
-            ahead: PoolFuture | None = None
             while True:
-                if ahead is None:
-                    batch = self._take()
-                    if batch is None:
-                        return
-                    ahead = pool.submit(self._prepare, batch)
-                prepared = ahead.result()
-                nxt = self._take(block=False) if self.prepare_ahead else None
-                ahead = pool.submit(self._prepare, nxt) if nxt else None
+                while len(ahead) < depth:
+                    nxt = self._take(block=not ahead)
+                    if nxt is None:
+                        break
+                    ahead.append((nxt, pool.submit(self._prepare, nxt)))
+                if self._stopping or not ahead:
+                    return  # what is queued or prepared is abandoned: it is replayed
+                batch, future = ahead.popleft()
+                while self.prepare_ahead and len(ahead) < depth:  # prepare while emitting
+                    nxt = self._take(block=False)
+                    if nxt is None:
+                        break
+                    ahead.append((nxt, pool.submit(self._prepare, nxt)))
+                prepared = future.result()
                 if prepared is not None:
                     self._emit(*prepared)
-                batch = nxt
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer thread
             modality = batch[0][1].modality if batch else "?"
             logger.exception("embedding a %s batch failed", modality)
