@@ -96,6 +96,19 @@ class DepthConfig(TowerConfig):
     image_size: int = 224
     kernel_size: int = 16
     logit_scale: float | None = 5.0
+    # A fixed standardization (x - input_shift) / input_scale of the disparity input inside
+    # the tower, before the patch convolution; the identity (ImageBind's tower) by default.
+    # The stem's LayerNorm makes a patch token blind to the patch's level (a flat patch at
+    # disparity 0.05 and one at 0.3 give the same token), and indoor depth is mostly flat
+    # surfaces in a narrow disparity band: without a shift, a small tower trained from
+    # scratch sees nearly the same tokens for every frame and does not bind at all.
+    input_shift: float = 0.0
+    input_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.input_scale > 0:
+            raise ConfigError(f"depth: input_scale must be positive, got {self.input_scale}")
 
 
 @dataclass(frozen=True)

@@ -97,15 +97,20 @@ class Conv2dStem(PatchStem):
     input_ndims = (4,)
 
     def __init__(self, modality: str, size: tuple[int, int], kernel: int, stride: int,
-                 width: int):
+                 width: int, input_shift: float = 0.0, input_scale: float = 1.0):
         grid = [(s - kernel) // stride + 1 for s in size]
         proj = nn.Conv2d(1, width, kernel_size=kernel, stride=stride, bias=False)
         super().__init__(proj, width, math.prod(grid), norm=True)
         self.modality = modality
         self.input_shape = (1, *size)
+        # A fixed input standardization (DepthConfig.input_shift/scale); plain floats, not
+        # buffers, so that the state dict keeps the reference's keys.
+        self.input_shift, self.input_scale = float(input_shift), float(input_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_shape(self.modality, x, self.input_shape)
+        if self.input_shift != 0.0 or self.input_scale != 1.0:
+            x = (x - self.input_shift) / self.input_scale
         return self.tokens(x)
 
 
@@ -209,9 +214,13 @@ def _make_stem(cfg: TowerConfig) -> nn.Module:
     if isinstance(cfg, AudioConfig):
         return Conv2dStem("audio", (cfg.num_mel_bins, cfg.target_len), cfg.kernel_size,
                           cfg.stride, cfg.width)
-    if isinstance(cfg, DepthConfig | ThermalConfig):
+    if isinstance(cfg, DepthConfig):
         size = (cfg.image_size, cfg.image_size)
-        return Conv2dStem(cfg.modality, size, cfg.kernel_size, cfg.kernel_size, cfg.width)
+        return Conv2dStem("depth", size, cfg.kernel_size, cfg.kernel_size, cfg.width,
+                          cfg.input_shift, cfg.input_scale)
+    if isinstance(cfg, ThermalConfig):
+        size = (cfg.image_size, cfg.image_size)
+        return Conv2dStem("thermal", size, cfg.kernel_size, cfg.kernel_size, cfg.width)
     if isinstance(cfg, FrameConfig):
         return Conv2dStem(cfg.modality, (cfg.height_px, cfg.width_px), cfg.patch_px,
                           cfg.patch_px, cfg.width)
