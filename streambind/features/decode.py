@@ -140,6 +140,17 @@ def image_size(encoding: str, data: bytes | memoryview) -> tuple[int, int] | Non
     return _jpeg_size(view) if encoding == "jpeg" else _png_size(view)
 
 
+def _check_frame_args(encoding: str, width: int, height: int, data: object,
+                      max_pixels: int) -> tuple[int, int]:
+    """The checks every frame passes before its payload is looked at: encoding, size, type."""
+    if encoding not in FRAME_ENCODINGS:
+        raise FeatureError(f"frame: unknown encoding {encoding!r}", BAD_ENCODING)
+    w, h = _check_size(width, height, max_pixels)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise FeatureError(f"frame: payload must be bytes, got {type(data).__name__}")
+    return w, h
+
+
 def check_frame(
     encoding: str, width: int, height: int, data: bytes | memoryview, *,
     max_pixels: int = MAX_PIXELS,
@@ -150,11 +161,7 @@ def check_frame(
     header must name the declared size (a corrupt body is only found when the frame is
     decoded, see :func:`decode_frame`). Raises ``FeatureError`` as :func:`decode_frame`.
     """
-    if encoding not in FRAME_ENCODINGS:
-        raise FeatureError(f"frame: unknown encoding {encoding!r}", BAD_ENCODING)
-    w, h = _check_size(width, height, max_pixels)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise FeatureError(f"frame: payload must be bytes, got {type(data).__name__}")
+    w, h = _check_frame_args(encoding, width, height, data, max_pixels)
     if encoding in COMPRESSED:
         formats = COMPRESSED[encoding]
         size = image_size(encoding, data)
@@ -182,11 +189,7 @@ def decode_frame(
     declared size is invalid, above ``max_pixels`` or disagrees with the image header,
     ``decode_error`` when the payload is corrupt or its length does not match the size.
     """
-    if encoding not in FRAME_ENCODINGS:
-        raise FeatureError(f"frame: unknown encoding {encoding!r}", BAD_ENCODING)
-    w, h = _check_size(width, height, max_pixels)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise FeatureError(f"frame: payload must be bytes, got {type(data).__name__}")
+    w, h = _check_frame_args(encoding, width, height, data, max_pixels)
     if encoding in COMPRESSED:
         return _decode_compressed(COMPRESSED[encoding], w, h, bytes(data))
     dtype, channels = RAW_DTYPES[encoding]

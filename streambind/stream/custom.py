@@ -39,6 +39,7 @@ from streambind.errors import ConfigError, FeatureError, RecordError
 from streambind.model.kinds import BoundTowerConfig, FrameConfig, SeriesConfig
 from streambind.stream.chunks import SensorChunk, SourceRecord
 from streambind.stream.ipc import read_ipc
+from streambind.stream.records import check_envelope
 from streambind.stream.window_types import ClosedWindow, WindowKey, WindowSpec
 from streambind.stream.windows import Windower
 from streambind.units import NS_PER_S
@@ -102,20 +103,8 @@ def decode(kind: str, key: bytes | None, value: bytes | None,
            now_ns: int, topic: str = "", max_future_ns: int = 60 * NS_PER_S,
            frame_interval_ns: int = 250_000_000) -> list[SensorChunk]:
     """Decode and validate one record of a new sensor kind into carrier chunks."""
-    want = SCHEMA_HEADERS.get(kind)
-    got = next((v for k, v in record_headers or () if k == "schema"), None)
-    if want is None or got is None or got.decode("utf-8", "replace") != want:
-        raise RecordError("bad_schema", f"header schema={got!r}, want {want!r}")
-    if not value:
-        raise RecordError("bad_shape", "empty value")
-    if len(value) > MAX_PAYLOAD_BYTES:
-        raise RecordError("too_large", f"{len(value)} bytes > {MAX_PAYLOAD_BYTES}")
-    try:
-        device = key.decode("utf-8") if key else ""
-    except UnicodeDecodeError as exc:
-        raise RecordError("bad_key", "key is not UTF-8") from exc
-    if not device:
-        raise RecordError("bad_key", "missing key (device id)")
+    device = check_envelope(key, value, record_headers, SCHEMA_HEADERS.get(kind),
+                            MAX_PAYLOAD_BYTES)
     table = read_ipc(pa.py_buffer(value), MAX_ROWS, 4 * MAX_PAYLOAD_BYTES)
     for field in SCHEMAS[kind]:
         idx = table.schema.get_field_index(field.name)

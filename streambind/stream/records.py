@@ -92,6 +92,34 @@ def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | N
     return None
 
 
+def check_envelope(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    want_schema: str | None,
+    max_payload_bytes: int,
+) -> str:
+    """The device id of a record whose schema header, size and key are valid.
+
+    Raises :class:`RecordError` (``bad_schema``, ``bad_shape``, ``too_large``, ``bad_key``)
+    before anything of the body is read; shared by the six modalities and bound sensors.
+    """
+    got = _header(headers, "schema")
+    if want_schema is None or got is None or got.decode("utf-8", "replace") != want_schema:
+        raise RecordError("bad_schema", f"header schema={got!r}, want {want_schema!r}")
+    if value is None or len(value) == 0:
+        raise RecordError("bad_shape", "empty value")
+    if len(value) > max_payload_bytes:
+        raise RecordError("too_large", f"{len(value)} bytes > {max_payload_bytes}")
+    try:
+        device = key.decode("utf-8") if key else ""
+    except UnicodeDecodeError as exc:
+        raise RecordError("bad_key", "key is not UTF-8") from exc
+    if not device:
+        raise RecordError("bad_key", "missing key (device id)")
+    return device
+
+
 def decode_record(
     modality: str,
     key: bytes | None,
@@ -119,20 +147,8 @@ def decode_record(
                                    max_future_ns=options.max_future_ns,
                                    frame_interval_ns=options.frame_interval_ns)
     lim = limits(modality)
-    want = schema_header(modality)
-    got = _header(headers, "schema")
-    if got is None or got.decode("utf-8", "replace") != want:
-        raise RecordError("bad_schema", f"header schema={got!r}, want {want!r}")
-    if value is None or len(value) == 0:
-        raise RecordError("bad_shape", "empty value")
-    if len(value) > lim["max_payload_bytes"]:
-        raise RecordError("too_large", f"{len(value)} bytes > {lim['max_payload_bytes']}")
-    try:
-        device = key.decode("utf-8") if key else ""
-    except UnicodeDecodeError as exc:
-        raise RecordError("bad_key", "key is not UTF-8") from exc
-    if not device:
-        raise RecordError("bad_key", "missing key (device id)")
+    device = check_envelope(key, value, headers, schema_header(modality),
+                            int(lim["max_payload_bytes"]))
     # The decoded (decompressed) body is bounded like the payload, checked before decoding.
     max_decoded = int(lim.get("max_decoded_bytes", lim["max_payload_bytes"]))
     max_rows = int(lim["max_rows"])
