@@ -13,6 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from streambind.tuning import prefer_huge_page_tensors
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("streambind.broker", "run the embedded Kafka-compatible broker"),
     "simulate": ("streambind.sim.cli", "publish synthetic sensor streams"),
@@ -55,6 +57,7 @@ def _dispatch(module_name: str, prog: str, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``streambind`` command line; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    prefer_huge_page_tensors()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -22,6 +22,7 @@ from streambind.serve.events import LabelledEventSink
 from streambind.serve.label_feed import LabelFeed
 from streambind.serve.registry import LabelRegistry
 from streambind.serve.replica import embedder_handle, start_replica_metrics
+from streambind.tuning import prefer_huge_page_tensors
 
 if TYPE_CHECKING:
     from streambind.stream.runner import StreamRunner
@@ -69,6 +70,7 @@ class IngestReplica:
     """Consumer loop + label feed + labelled event sink, wired to the embedder handle."""
 
     def __init__(self, config: Mapping[str, Any], embedder_app: str):
+        prefer_huge_page_tensors()  # first thing in the replica's process: streambind.tuning
         # Serve runs constructors on the replica's event loop, where blocking on a handle
         # response is refused; the set-up calls the embedder, so it runs on its own thread.
         failure: list[BaseException] = []

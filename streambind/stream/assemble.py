@@ -192,6 +192,7 @@ def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None)
     n = sample_count(end - start, rate)
     out = np.zeros(n, dtype=np.float32)
     filled = np.zeros(n, dtype=bool)
+    written_hi = 0  # no sample at or after this index is filled yet
     for c in chunks:
         data = np.asarray(c.data, dtype=np.float32)
         if data.ndim != 1:
@@ -202,9 +203,13 @@ def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None)
         lo, hi = max(first, 0), min(first + len(data), n)
         if hi <= lo:
             continue
-        free = ~filled[lo:hi]
-        out[lo:hi][free] = data[lo - first : hi - first][free]
+        if lo >= written_hi:  # the common case, chunks in order: nothing to keep, one copy
+            out[lo:hi] = data[lo - first : hi - first]
+        else:  # overlapping an earlier chunk: the earlier samples stay
+            free = ~filled[lo:hi]
+            out[lo:hi][free] = data[lo - first : hi - first][free]
         filled[lo:hi] = True
+        written_hi = max(written_hi, hi)
     missing = int(n - np.count_nonzero(filled))
     if missing:
         logger.debug("%s: %d of %d audio samples zero-filled", window.key, missing, n)

@@ -5,7 +5,10 @@ kafka-python runs the rebalance listener on its network thread
 thread calls :meth:`Assignments.apply` before it touches the partitions again. A partition's
 state (:class:`~streambind.stream.partition.PartitionState`) is created on its first record,
 from the restart state stored with its committed offset (:meth:`Assignments.part`), and
-dropped on revocation (:meth:`Assignments.forget`).
+dropped on revocation (:meth:`Assignments.forget`). The restart states of the partitions a
+rebalance assigns are fetched when it is applied, all at once: one offset fetch for all of
+them and at most one read of the side topic, not a broker round trip per partition on the
+partition's first record (20 partitions took 0.25 s of the consumer thread that way).
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ from streambind.stream.rebalance import rewind
 from streambind.stream.restart import load_side_topic, parse_state, pick_state, state_key
 
 logger = logging.getLogger(__name__)
+
+
+def committed_offsets(consumer: KafkaConsumer,
+                      partitions: list[TopicPartition]) -> dict[TopicPartition, Any]:
+    """Each partition's committed ``OffsetAndMetadata`` (None: never committed), in one
+    offset fetch: ``KafkaConsumer.committed`` asks for one partition per request, so this
+    uses the coordinator call it wraps, where the installed kafka-python has it."""
+    fetch = getattr(getattr(consumer, "_coordinator", None), "fetch_committed_offsets", None)
+    if fetch is None:
+        return {tp: consumer.committed(tp, metadata=True) for tp in partitions}
+    found = fetch(list(partitions))
+    return {tp: found.get(tp) for tp in partitions}
 
 
 class Assignments:
@@ -48,6 +63,7 @@ class Assignments:
         self.parts: dict[TopicPartition, PartitionState] = {}
         self._modality_of = config.modality_of()
         self._side_state: dict[bytes, dict] | None = None
+        self._docs: dict[TopicPartition, dict] = {}  # restart states fetched on assignment
         self._rewind_on_return: set[TopicPartition] = set()
 
     # -- partition state ---------------------------------------------------------------
@@ -58,23 +74,30 @@ class Assignments:
         if part is None:
             modality = self._modality_of[tp.topic]
             spec = self.config.window_spec(modality)
+            doc = self._docs.pop(tp, None)
+            if doc is None:
+                doc = self.restart_docs(consumer, [tp])[tp]
             part = self.parts[tp] = PartitionState.restored(
-                tp, spec, self.idle_clock, self.restart_doc(consumer, tp), sink=self.sink,
-                modality=modality)
+                tp, spec, self.idle_clock, doc, sink=self.sink, modality=modality)
         return part
 
-    def restart_doc(self, consumer: KafkaConsumer, tp: TopicPartition) -> dict:
-        """The restart state stored with the committed offset (metadata or side topic)."""
-        committed = consumer.committed(tp, metadata=True)
-        doc = parse_state(committed.metadata if committed is not None else None)
-        if (doc and not doc.get("side")) or not self.config.state_topic:
-            return doc  # else: the broker dropped it, or it did not fit (on the state topic)
-        if self._side_state is None:
-            self._side_state = load_side_topic(self.config.consumer_kwargs(),
-                                               self.config.state_topic, self.config.group_id)
-        docs = self._side_state.get(state_key(self.config.group_id, tp), [])
-        return pick_state(docs, None if committed is None else committed.offset,
-                          exact=self.config.exactly_once)
+    def restart_docs(self, consumer: KafkaConsumer,
+                     partitions: list[TopicPartition]) -> dict[TopicPartition, dict]:
+        """The restart state stored with each partition's committed offset (in the commit
+        metadata, or on the side topic), fetched for all ``partitions`` at once."""
+        committed = committed_offsets(consumer, partitions)
+        docs = {tp: parse_state(c.metadata if c is not None else None)
+                for tp, c in committed.items()}
+        for tp, doc in docs.items():
+            if (doc and not doc.get("side")) or not self.config.state_topic:
+                continue  # else: the broker dropped it, or it did not fit (on the state topic)
+            if self._side_state is None:
+                self._side_state = load_side_topic(self.config.consumer_kwargs(),
+                                                   self.config.state_topic, self.config.group_id)
+            side = self._side_state.get(state_key(self.config.group_id, tp), [])
+            offset = None if committed[tp] is None else committed[tp].offset
+            docs[tp] = pick_state(side, offset, exact=self.config.exactly_once)
+        return docs
 
     def is_live(self, part: object) -> bool:
         """Whether ``part`` is still assigned here (the worker drops outputs of revoked ones)."""
@@ -109,6 +132,7 @@ class Assignments:
             except queue.Empty:
                 return rewound
             self._side_state = None  # re-read: another member may have written it
+            self._docs.clear()  # likewise the committed offsets
             if change == "revoked":
                 with self.publishing:
                     if self.config.exactly_once and self.committer is not None:
@@ -126,6 +150,9 @@ class Assignments:
             self.rewind(consumer, fresh)
             self._rewind_on_return.difference_update(fresh)
             rewound.update(fresh)
+            new = [tp for tp in partitions if tp in assigned and tp not in self.parts]
+            if new:
+                self._docs.update(self.restart_docs(consumer, new))
 
     def rewind(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         """Send ``partitions`` back to their committed offsets (see :func:`rewind`)."""

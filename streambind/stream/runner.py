@@ -51,6 +51,7 @@ from streambind.stream.restart import ensure_state_topic
 from streambind.stream.sinks import EmbeddingSink, WindowSink
 from streambind.stream.stats import RunnerStats
 from streambind.stream.worker import EmbedWorker
+from streambind.tuning import prefer_huge_page_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class StreamRunner:
         drain_timeout_s: float = 30.0,
         decode_threads: int = 1,
     ) -> None:
+        prefer_huge_page_tensors()  # before the featurizers' first batch (see streambind.tuning)
         self.config = config
         self.embedder = embedder
         self.sink = sink if sink is not None else EmbeddingSink(config)
