@@ -51,9 +51,12 @@ THERMAL_ENCODINGS = ("u8", "u16", "f32_c")
 FRAME_ENCODINGS = VISION_ENCODINGS + DEPTH_ENCODINGS + THERMAL_ENCODINGS
 
 
+_INTEGER = (int, np.integer)
+
+
 def _check_size(width: object, height: object, max_pixels: int) -> tuple[int, int]:
     for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if isinstance(value, bool) or not isinstance(value, _INTEGER):
             raise FeatureError(f"frame: {name} must be an integer, got {value!r}", BAD_SHAPE)
     w, h = int(width), int(height)
     if w < 1 or h < 1:

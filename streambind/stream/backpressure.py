@@ -10,10 +10,12 @@ Two bounds, per replica (one runner):
   pauses and resumes at :data:`RESUME_FRACTION` of it.
 
 Pausing keeps the consumer polling, so it stays in its group. The byte bound is checked
-after every record (:meth:`Backpressure.feed`): the records of a poll beyond the bound are
-not handled now, the consumer is sent back to the first of them (``seek``, they are fetched
-again after the resume), so the bytes held never exceed the bound by more than what one
-record adds.
+after every record (:meth:`Backpressure.feed`), from what that record added to its
+partition's open windows (one look at one partition, not a sum over all of them per record;
+the full measure is taken again when the running total reaches the bound): the records of a
+poll beyond the bound are not handled now, the consumer is sent back to the first of them
+(``seek``, they are fetched again after the resume), so the bytes held never exceed the
+bound by more than what one record adds.
 
 Never a deadlock: queued windows drain through the worker by themselves, but open windows
 only close when their device's watermark or idle timeout passes, and a paused consumer
@@ -47,17 +49,21 @@ class Backpressure:
     """Pauses and resumes the consumer's partitions (runner thread).
 
     ``open_bytes``: returns the bytes held in open windows now; ``queued_bytes``: the bytes
-    of the windows queued to the worker (both default to 0: the byte bound is then off).
+    of the windows queued to the worker (both default to 0: the byte bound is then off);
+    ``open_bytes_of``: the bytes held in the open windows of one partition (default: the
+    whole ``open_bytes``, measured per record).
     """
 
     def __init__(
         self, config: StreamConfig, stats: RunnerStats, *,
         open_bytes: Callable[[], int] = lambda: 0, queued_bytes: Callable[[], int] = lambda: 0,
+        open_bytes_of: Callable[[TopicPartition], int] | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
         self.open_bytes = open_bytes
         self.queued_bytes = queued_bytes
+        self.open_bytes_of = open_bytes_of or (lambda _tp: open_bytes())
         self.paused = False
         self.resume_bytes = int(config.max_buffered_bytes * RESUME_FRACTION)
         self._open = 0
@@ -114,14 +120,25 @@ class Backpressure:
         send the consumer back to the first record not handled on each partition (and
         pause). Returns the number of records handled."""
         handled = 0
+        limit = self.config.max_buffered_bytes
+        # An upper bound of the bytes held: records only add to the open windows of their
+        # own partition here, and queued windows only drain meanwhile (the worker).
+        total = self._measure()
         for n, (tp, messages) in enumerate(batches):
             for i, msg in enumerate(messages):
+                before = self.open_bytes_of(tp)
                 handle(consumer, tp, msg)
                 handled += 1
-                if self.full():
-                    rest = [(tp, messages[i + 1:]), *batches[n + 1:]]
-                    self._hold_back(consumer, rest)
-                    return handled
+                total += self.open_bytes_of(tp) - before
+                if total > limit:
+                    if self.full():  # measured now, exactly
+                        rest = [(tp, messages[i + 1:]), *batches[n + 1:]]
+                        self._hold_back(consumer, rest)
+                        return handled
+                    total = self.held_bytes
+                elif total > self.stats.max_buffered_bytes:
+                    self.stats.max_buffered_bytes = total
+        self._measure()
         return handled
 
     def _hold_back(self, consumer: KafkaConsumer,

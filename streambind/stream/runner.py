@@ -101,7 +101,8 @@ class StreamRunner:
         self.decode_threads = decode_threads
         self._decoder: DecodePipeline | None = None
         self.backpressure = Backpressure(config, self.stats, open_bytes=self._open_bytes,
-                                         queued_bytes=lambda: self.dispatch.queued_bytes)
+                                         queued_bytes=lambda: self.dispatch.queued_bytes,
+                                         open_bytes_of=self._open_bytes_of)
 
     @property
     def _buffered(self) -> int:
@@ -111,6 +112,11 @@ class StreamRunner:
     def _open_bytes(self) -> int:
         """Payload bytes held in the open windows of the assigned partitions."""
         return sum(part.windower.held_bytes for part in self.assignments.parts.values())
+
+    def _open_bytes_of(self, tp: TopicPartition) -> int:
+        """Payload bytes held in the open windows of ``tp``."""
+        part = self.assignments.parts.get(tp)
+        return part.windower.held_bytes if part is not None else 0
 
     @property
     def _parts(self) -> dict[TopicPartition, PartitionState]:
