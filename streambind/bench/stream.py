@@ -10,8 +10,9 @@ and the peak resident memory of each pass. Starts an embedded broker unless
 ``--bootstrap`` is given.
 
 Fairness: the core pass is timed from the poll that returned its first records to the
-acknowledgement of its last window, less the idle timeout that closes the last windows
-(a wait, not work); the group join is not counted, nor is the featurizers' one-time
+acknowledgement of its last window (the last windows of each device close by the idle
+timeout, so the pass waits for them), less the time it had nothing to do but wait for that
+timeout; the group join is not counted, nor is the featurizers' one-time
 warm-up (numba's compiled kernels, filter banks), done before the pass. torch runs
 ``--torch-threads`` intra-op threads in the core pass (default 1, what a Ray actor with
 ``num_cpus`` <= 1, such as the ingest replica, gets: ``OMP_NUM_THREADS=1``).
@@ -162,14 +163,25 @@ def _core_pass(
     runner.start()
     deadline = time.perf_counter() + timeout_s
     stats = runner.stats
+    drained_s = closed_s = None  # idle from drained_s until closed_s (last windows closed)
     while time.perf_counter() < deadline and runner.error is None:
+        now_s = time.perf_counter()
         done = stats.records_accepted + stats.records_dlq + stats.records_late >= total
-        if done and runner._buffered == 0 and sink.windows >= stats.windows_queued:
+        idle = done and runner._buffered == 0 and sink.windows >= stats.windows_queued
+        still_open = runner.open_bytes() > 0
+        if idle and still_open and drained_s is None:
+            drained_s = now_s  # nothing left to do but wait for the idle timeout
+        if done and not still_open and closed_s is None:
+            closed_s = now_s
+        if idle and not still_open:
             break
-        time.sleep(0.01)
-    # From the poll that returned the first records; the last windows close by idle
-    # timeout, and that wait is not work, so it is taken out.
-    elapsed = time.perf_counter() - (stats.first_poll_s or deadline) - cfg.idle_timeout_s
+        time.sleep(0.002)
+    end_s = time.perf_counter()
+    # From the poll that returned the first records to the acknowledgement of the last
+    # window (the last ones close by the idle timeout, after their device's last record:
+    # they are part of the work), less the time the core only waited for that timeout.
+    waited_s = max(0.0, closed_s - drained_s) if drained_s and closed_s else 0.0
+    elapsed = end_s - (stats.first_poll_s or deadline) - waited_s
     runner.stop()
     return max(elapsed, 1e-9), sink.windows, stats
 

@@ -100,7 +100,7 @@ class StreamRunner:
         self.dispatch = WindowDispatch(self.stats)
         self.decode_threads = decode_threads
         self._decoder: DecodePipeline | None = None
-        self.backpressure = Backpressure(config, self.stats, open_bytes=self._open_bytes,
+        self.backpressure = Backpressure(config, self.stats, open_bytes=self.open_bytes,
                                          queued_bytes=lambda: self.dispatch.queued_bytes,
                                          open_bytes_of=self._open_bytes_of)
 
@@ -109,9 +109,10 @@ class StreamRunner:
         """Windows queued to the worker and not yet acknowledged."""
         return self.dispatch.buffered
 
-    def _open_bytes(self) -> int:
-        """Payload bytes held in the open windows of the assigned partitions."""
-        return sum(part.windower.held_bytes for part in self.assignments.parts.values())
+    def open_bytes(self) -> int:
+        """Payload bytes held in the open windows of the assigned partitions (0: every
+        window that records opened is closed)."""
+        return sum(part.windower.held_bytes for part in list(self.assignments.parts.values()))
 
     def _open_bytes_of(self, tp: TopicPartition) -> int:
         """Payload bytes held in the open windows of ``tp``."""
