@@ -20,6 +20,9 @@ import numpy as np
 MODALITIES: tuple[str, ...] = ("vision", "audio", "depth", "thermal", "imu")
 FRAME_MODALITIES: frozenset[str] = frozenset({"vision", "depth", "thermal"})
 
+# Payload types that know their size in bytes (a bytes-like payload: its length).
+_SIZED = (np.ndarray, memoryview)
+
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
@@ -70,8 +73,7 @@ class SensorChunk:
     def nbytes(self) -> int:
         """Bytes this chunk keeps alive: its data, sample times and share of the record."""
         data = self.data
-        # ndarray and memoryview know their size in bytes; bytes-like: its length
-        size = data.nbytes if isinstance(data, np.ndarray | memoryview) else len(data)
+        size = data.nbytes if isinstance(data, _SIZED) else len(data)
         if self.sample_ts_ns is not None:
             size += self.sample_ts_ns.nbytes
         return size + self.source_bytes

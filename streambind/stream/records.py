@@ -265,14 +265,14 @@ def _imu_chunk(
     if not np.isfinite(data).all():
         raise RecordError("non_finite", "IMU values hold NaN or infinity")
     ts_sorted = ts.astype(np.int64)  # a copy: the chunk outlives the record's buffers
-    deltas = np.diff(ts_sorted)
-    if len(ts_sorted) > 1 and deltas.min() <= 0:  # not strictly in order: sort (stable)
-        order = np.argsort(ts_sorted, kind="stable")
-        ts_sorted, data = ts_sorted[order], data[order]
-        deltas = np.diff(ts_sorted)
-        if deltas.min() <= 0:
-            raise RecordError("bad_shape", "IMU rows with repeated timestamps")
     if len(ts_sorted) > 1:
+        deltas = np.diff(ts_sorted)
+        if deltas.min() <= 0:  # not strictly in order: sort (stable)
+            order = np.argsort(ts_sorted, kind="stable")
+            ts_sorted, data = ts_sorted[order], data[order]
+            deltas = np.diff(ts_sorted)
+            if deltas.min() <= 0:
+                raise RecordError("bad_shape", "IMU rows with repeated timestamps")
         rate = NS_PER_S / _median(deltas)
         if not lim["min_sample_rate_hz"] <= rate <= lim["max_sample_rate_hz"]:
             raise RecordError("bad_rate", f"IMU rate {rate:.1f} Hz out of range")

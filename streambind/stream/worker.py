@@ -70,7 +70,6 @@ class EmbedWorker:
         is_live: Callable[[Hashable], bool] | None = None,
         dead_letters: DeadLetterWriter | None = None,
         prepare_ahead: bool = True,
-        featurize_threads: int = 1,
     ) -> None:
         self.embedder = embedder
         self.sink = sink
@@ -83,7 +82,6 @@ class EmbedWorker:
         self.is_live = is_live
         self.dead_letters = dead_letters  # None: failures are only counted and logged
         self.prepare_ahead = prepare_ahead
-        self.featurize_threads = max(1, featurize_threads)
         self.error: BaseException | None = None
         self._queue: deque[tuple[Hashable, ClosedWindow]] = deque()
         self._cond = threading.Condition()
@@ -124,28 +122,27 @@ class EmbedWorker:
             return batch
 
     def _loop(self) -> None:
-        # Two stages: the next batches (up to ``featurize_threads``) are assembled and
-        # featurized on the featurize threads while this one embeds and publishes the oldest
-        # (batches are emitted in order, so each device's windows are published in order).
-        depth = self.featurize_threads if self.prepare_ahead else 1
-        pool = ThreadPoolExecutor(depth, thread_name_prefix="streambind-featurize")
-        ahead: deque[tuple[list[tuple[Hashable, ClosedWindow]], PoolFuture]] = deque()
+        # Two stages: the next batch is assembled and featurized on the featurize thread
+        # while this one embeds and publishes the current one (batches are emitted in order,
+        # so each device's windows are published in order). A second featurize thread was
+        # measured slower: both stages share one interpreter.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="streambind-featurize")
+        ahead: tuple[list[tuple[Hashable, ClosedWindow]], PoolFuture] | None = None
         batch: list[tuple[Hashable, ClosedWindow]] | None = None
         try:
             while True:
-                while len(ahead) < depth:
-                    nxt = self._take(block=not ahead)
+                if ahead is None:
+                    nxt = self._take()
                     if nxt is None:
-                        break
-                    ahead.append((nxt, pool.submit(self._prepare, nxt)))
-                if self._stopping or not ahead:
+                        return  # stopping
+                    ahead = (nxt, pool.submit(self._prepare, nxt))
+                if self._stopping:
                     return  # what is queued or prepared is abandoned: it is replayed
-                batch, future = ahead.popleft()
-                while self.prepare_ahead and len(ahead) < depth:  # prepare while emitting
+                (batch, future), ahead = ahead, None
+                if self.prepare_ahead:  # prepare the next batch while this one is emitted
                     nxt = self._take(block=False)
-                    if nxt is None:
-                        break
-                    ahead.append((nxt, pool.submit(self._prepare, nxt)))
+                    if nxt is not None:
+                        ahead = (nxt, pool.submit(self._prepare, nxt))
                 prepared = future.result()
                 if prepared is not None:
                     self._emit(*prepared)
@@ -207,12 +204,6 @@ class EmbedWorker:
         done = all_of(futures)
         done.add_callback(lambda _value: self.on_output(topic, key, True))
         done.add_errback(self._failed, topic)
-
-    def _process(self, batch: list[tuple[Hashable, ClosedWindow]]) -> None:
-        """Assemble, featurize, embed and publish one batch (in the calling thread)."""
-        prepared = self._prepare(batch)
-        if prepared is not None:
-            self._emit(*prepared)
 
     def _prepare(self, batch: list[tuple[Hashable, ClosedWindow]]) -> tuple[
             str, list[tuple[Hashable, ClosedWindow]], list[RawInput], Any] | None:
