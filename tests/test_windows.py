@@ -285,6 +285,25 @@ def test_idle_device_gets_its_last_windows():
     assert set(w.open_windows()) >= {WindowKey("busy", "audio", 0, 1000 * MS)}
 
 
+@pytest.mark.parametrize("seen, now_s, expected_s", [
+    ([], 0.0, None),                                  # no device: nothing to wait for
+    ([("d1", 1.0)], 1.0, 5.0),                        # just seen: the whole timeout
+    ([("d1", 1.0), ("d2", 3.0)], 4.0, 2.0),           # the least recently seen goes first
+    ([("d1", 1.0), ("d2", 3.0), ("d1", 3.5)], 4.5, 3.5),  # d1 seen again: d2 goes first
+    ([("d1", 1.0)], 7.0, -1.0),                       # overdue: the next poll() closes it
+])
+def test_idle_in_s_is_the_time_until_the_next_device_times_out(seen, now_s, expected_s):
+    clock = FakeClock()
+    w = Windower(spec(idle_timeout_s=5.0), clock=clock)
+    for device, at_s in seen:
+        clock.now_s = at_s
+        w.add(chunk(int(at_s * 1000), device=device))
+    clock.now_s = now_s
+    assert w.idle_in_s() == (None if expected_s is None else pytest.approx(expected_s))
+    if expected_s is not None and expected_s < 0:
+        assert w.poll() and w.idle_in_s() is None  # closed by idle: no device left active
+
+
 def test_flush_closes_everything():
     w = Windower(spec(), clock=FakeClock())
     w.add(chunk(0))

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RunnerStats", "StreamRunner", "run_stream"]
 
-SHORT_POLL_MS = 10  # poll timeout while paused or while decoded records wait
+SHORT_POLL_MS = 10  # poll timeout while acknowledgements, decoded records or a pause wait
 
 
 class StreamRunner:
@@ -197,13 +197,7 @@ class StreamRunner:
             raise StreambindError(f"embed worker failed: {worker.error}") from worker.error
         self.backpressure.apply(consumer, self.dispatch.buffered)
         polled_s = time.perf_counter()
-        # Paused, nothing can arrive: a short poll sees the worker's acknowledgements (and
-        # resumes) sooner; likewise when decoded records wait to be applied.
-        waiting = self.backpressure.paused or (self._decoder is not None
-                                               and self._decoder.pending)
-        timeout_ms = min(self.config.poll_timeout_ms, SHORT_POLL_MS) if waiting else (
-            self.config.poll_timeout_ms)
-        batches = consumer.poll(timeout_ms=timeout_ms)
+        batches = consumer.poll(timeout_ms=self._poll_timeout_ms())
         if batches and self.stats.first_poll_s is None:
             self.stats.first_poll_s = polled_s
         if self.backpressure.waits_for_open_windows:
@@ -235,6 +229,21 @@ class StreamRunner:
                 self._decoder.skip(rewound)
             commits.commit(consumer)
         self.lag.export(consumer, self._modality_of)
+
+    def _poll_timeout_ms(self) -> int:
+        """How long the next poll may wait for records. Short while something waits on this
+        thread (the worker's acknowledgements, to commit and resume sooner; decoded records
+        to apply; a pause to lift), else no longer than until the next device times out,
+        so its last windows close on time rather than up to a whole poll late."""
+        timeout_ms = self.config.poll_timeout_ms
+        if (self.backpressure.paused or self.dispatch.buffered > 0
+                or (self._decoder is not None and self._decoder.pending)):
+            return min(timeout_ms, SHORT_POLL_MS)
+        for part in list(self.assignments.parts.values()):
+            idle_in_s = part.windower.idle_in_s()
+            if idle_in_s is not None:  # +1 ms: poll() closes only past the timeout
+                timeout_ms = min(timeout_ms, max(0, int(idle_in_s * 1000) + 1))
+        return timeout_ms
 
     def _apply_decoded(self, consumer: KafkaConsumer, intake: RecordIntake, ready: DecodedPoll,
                        assigned: set[TopicPartition]) -> None:

@@ -176,6 +176,14 @@ class Windower:
         """The devices tracked now."""
         return list(self._devices)
 
+    def idle_in_s(self) -> float | None:
+        """Seconds (on the windower's clock) until the least recently seen device times out
+        (its open windows then close in :meth:`poll`); None when no device is active."""
+        if not self._active:
+            return None
+        device = self._devices[next(iter(self._active))]
+        return device.last_seen_s + self.spec.idle_timeout_s - self._clock()
+
     def watermark_ns(self, device_id: str) -> int | None:
         """``device_id``'s watermark (its largest event time minus the allowed lateness, or
         its restored floor); None for a device not tracked or without a record."""
