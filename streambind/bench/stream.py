@@ -190,9 +190,9 @@ def _warm_up(samples: dict[str, list[Any]]) -> None:
     """Featurize a few windows of each modality once (numba kernels, filter banks, mel
     banks), so the timed pass measures steady state."""
     from streambind.stream.embed import featurize
+    from streambind.stream.prepare import assemble_window
     from streambind.stream.records import DecodeOptions, decode_record
     from streambind.stream.windows import Windower, WindowSpec
-    from streambind.stream.worker import assemble_window
 
     options = DecodeOptions(max_future_ns=10**18)
     for modality, recs in samples.items():

@@ -26,17 +26,11 @@ from typing import Any
 from kafka.future import Future
 
 from streambind import metrics
-from streambind.errors import FeatureError
 from streambind.stream import dead_letter
-from streambind.stream.assemble import (
-    AssemblyError,
-    FrameFailure,
-    MixedSampleRateError,
-    RawInput,
-    assemble,
-)
+from streambind.stream.assemble import AssemblyError, FrameFailure
 from streambind.stream.dead_letter import DeadLetterWriter
 from streambind.stream.embed import Embedder, featurize
+from streambind.stream.prepare import prepare_batch
 from streambind.stream.sinks import EmbeddedWindow, WindowSink, all_of
 from streambind.stream.windows import ClosedWindow, WindowKey
 from streambind.units import NS_PER_S
@@ -44,14 +38,6 @@ from streambind.units import NS_PER_S
 logger = logging.getLogger(__name__)
 
 OutputCallback = Callable[[Hashable, "WindowKey | BaseException", bool], None]
-
-
-def assemble_window(window: ClosedWindow) -> RawInput:
-    """Assemble a window; a window mixing sample rates is put on its first chunk's rate."""
-    try:
-        return assemble(window)
-    except MixedSampleRateError:
-        return assemble(window, resample_to_hz=window.chunks[0].sample_rate)
 
 
 class EmbedWorker:
@@ -157,17 +143,15 @@ class EmbedWorker:
               failures: tuple[FrameFailure, ...] = ()) -> None:
         """A window that cannot be embedded: its records go to the DLQ, then it is released.
 
-        ``exc``: an :class:`AssemblyError` (reason ``assembly_failed``; its ``failures`` are
-        the frames that did not decode) or a ``FeatureError`` of featurization
-        (``featurize_failed``; ``failures``: the frames assembly had to skip). The records
-        of failed frames are ``bad_frame``; every other record of the window gets the
-        window's reason.
+        ``exc``: an :class:`AssemblyError` (reason ``assembly_failed``) or a
+        ``FeatureError`` of featurization (``featurize_failed``); ``failures``: the frames
+        that did not decode on the way. The records of failed frames are ``bad_frame``;
+        every other record of the window gets the window's reason.
         """
         logger.warning("window %s failed: %s", window.key, exc)
         metrics.WINDOWS.labels(window.modality, "failed").inc()
         reason = (dead_letter.ASSEMBLY_FAILED if isinstance(exc, AssemblyError)
                   else dead_letter.FEATURIZE_FAILED)
-        failures = tuple(failures) + tuple(getattr(exc, "failures", ()))
         with self.publishing:
             if self.dead_letters is None or (self.is_live is not None
                                              and not self.is_live(topic)):
@@ -205,40 +189,28 @@ class EmbedWorker:
         done.add_callback(lambda _value: self.on_output(topic, key, True))
         done.add_errback(self._failed, topic)
 
-    def _prepare(self, batch: list[tuple[Hashable, ClosedWindow]]) -> tuple[
-            str, list[tuple[Hashable, ClosedWindow]], list[RawInput], Any] | None:
-        """Assemble and featurize ``batch``: (modality, windows kept, their inputs, the
-        batch tensor), or None when every window failed (each one through ``_fail``)."""
+    def _prepare(self, batch: list[tuple[Hashable, ClosedWindow]]) -> _Ready | None:
+        """Assemble and featurize ``batch``: the windows kept, the frames that did not
+        decode in each, and the batch tensor; None when every window failed (each one
+        through ``_fail``)."""
         modality = batch[0][1].modality
+        # featurize is looked up here (not bound at import), so tests can watch it
+        prepared = prepare_batch(modality, [window for _, window in batch], featurize)
         good: list[tuple[Hashable, ClosedWindow]] = []
-        raws: list[RawInput] = []
-        for topic, window in batch:
-            try:
-                raws.append(assemble_window(window))
-                good.append((topic, window))
-            except (AssemblyError, FeatureError) as exc:
-                self._fail(topic, window, exc)
+        failures: list[tuple[FrameFailure, ...]] = []
+        for item, error, frame_failures in zip(batch, prepared.errors, prepared.failures,
+                                               strict=True):
+            if error is None:
+                good.append(item)
+                failures.append(frame_failures)
+            else:
+                self._fail(item[0], item[1], error, frame_failures)
         if not good:
             return None
-        try:
-            tensor = featurize(modality, raws)
-        except FeatureError:
-            # Find the bad window(s): featurize one by one, keep the rest.
-            kept, kept_raws = [], []
-            for item, raw in zip(good, raws, strict=True):
-                try:
-                    featurize(modality, [raw])
-                    kept.append(item)
-                    kept_raws.append(raw)
-                except FeatureError as exc:
-                    self._fail(item[0], item[1], exc, _frame_failures(raw))
-            if not kept:
-                return None
-            good, raws, tensor = kept, kept_raws, featurize(modality, kept_raws)
-        return modality, good, raws, tensor
+        return modality, good, failures, prepared.tensor
 
     def _emit(self, modality: str, good: list[tuple[Hashable, ClosedWindow]],
-              raws: list[RawInput], tensor: Any) -> None:
+              failures: list[tuple[FrameFailure, ...]], tensor: Any) -> None:
         """Embed a prepared batch and publish it through the sink."""
         started_s = time.perf_counter()
         embeddings = self.embedder.embed(modality, tensor)
@@ -258,7 +230,7 @@ class EmbedWorker:
             items = [EmbeddedWindow(good[i][1], emb[i], self.model) for i in live]
             futures = self.sink.publish(self.producer, items) if items else []
             # Frames that did not decode (the window used a neighbour): their records.
-            letters = [self._dead_letter_frames(good[i][0], good[i][1], _frame_failures(raws[i]))
+            letters = [self._dead_letter_frames(good[i][0], good[i][1], failures[i])
                        for i in live]
         for i, future, extra in zip(live, futures, letters, strict=True):
             topic, window = good[i]
@@ -279,6 +251,4 @@ class EmbedWorker:
         self.on_output(topic, exc, True)
 
 
-def _frame_failures(raw: RawInput) -> tuple[FrameFailure, ...]:
-    """The frames assembly could not decode (vision, depth, thermal inputs)."""
-    return tuple(getattr(raw, "failures", ()))
+_Ready = tuple[str, list[tuple[Hashable, ClosedWindow]], list[tuple[FrameFailure, ...]], Any]
