@@ -5,14 +5,18 @@ queued and emitted; windows emitted before the restart never reach dispatch at a
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError, TransactionAbortedError
 
+from streambind.errors import StreambindError
 from streambind.stream.chunks import SensorChunk
 from streambind.stream.dispatch import WindowDispatch
 from streambind.stream.partition import PartitionState
 from streambind.stream.restart import encode_doc
 from streambind.stream.stats import RunnerStats
 from streambind.stream.windows import DeviceRestart, WindowSpec
+from streambind.stream.worker import OutputFailed
 
 MS = 1_000_000
 
@@ -77,3 +81,34 @@ def test_queued_bytes_and_chunks_over_the_window_budget_are_counted():
     dispatch.on_output(part, window.key, True)
     dispatch.drain_acks({part.tp: part})
     assert dispatch.queued_bytes == 0 and dispatch.buffered == 0
+
+
+def _queued_window():
+    spec = WindowSpec.default("audio", size_ns=1000 * MS, hop_ns=1000 * MS,
+                              allowed_lateness_ns=0)
+    part = PartitionState.restored(TopicPartition("sensors.audio", 0), spec, lambda: 0.0)
+    for i, ts in enumerate(range(0, 1100, 100)):
+        part.tracker.consumed(0, i, part.windower.add(audio(ts, i)).keys)
+    dispatch, queue = WindowDispatch(RunnerStats()), Queue()
+    dispatch.dispatch(queue, part, part.windower.poll())
+    (window,) = queue.windows
+    return dispatch, part, window
+
+
+def test_a_failed_output_of_an_assigned_partition_stops_the_runner():
+    dispatch, part, window = _queued_window()
+    dispatch.on_output(part, OutputFailed(window.key, KafkaTimeoutError()), True)
+    with pytest.raises(StreambindError, match="publishing failed"):
+        dispatch.drain_acks({part.tp: part})
+
+
+def test_a_failed_output_of_a_revoked_partition_is_left_to_its_new_owner():
+    """Exactly once, a revocation aborts the open transaction, which fails the writes still
+    in flight (TransactionAbortedError): the records are replayed by the partition's new
+    owner, so this member only forgets the window (it used to stop on it)."""
+    dispatch, part, window = _queued_window()
+    assert dispatch.buffered == 1 and dispatch.queued_bytes > 0
+    dispatch.on_output(part, OutputFailed(window.key, TransactionAbortedError()), True)
+    dispatch.on_output(part, TransactionAbortedError(), False)  # a dead letter's write
+    dispatch.drain_acks({})  # the partition was revoked meanwhile
+    assert dispatch.buffered == 0 and dispatch.queued_bytes == 0

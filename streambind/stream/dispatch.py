@@ -71,14 +71,23 @@ class WindowDispatch:
         self._acks.put((part, key, counted))
 
     def drain_acks(self, parts: Mapping[TopicPartition, PartitionState]) -> None:
-        """Release every acknowledged hold; raise on a failed output write."""
+        """Release every acknowledged hold; raise on a failed output write of a partition
+        still assigned (one revoked since is the new owner's to replay)."""
         while True:
             try:
                 part, hold, counted = self._acks.get_nowait()
             except queue.Empty:
                 break
             if isinstance(hold, BaseException):
-                raise StreambindError(f"publishing failed: {hold}") from hold
+                if parts.get(part.tp) is part:
+                    raise StreambindError(f"publishing failed: {hold}") from hold
+                # Revoked since (exactly once: its open transaction was aborted, which fails
+                # the writes in flight): the new owner replays these records.
+                logger.info("an output of revoked partition %s failed (%r): replayed by its "
+                            "new owner", part.tp, hold.__cause__ or hold)
+                if not counted:
+                    continue
+                hold = getattr(hold, "key", None)
             if counted:
                 self.buffered -= 1
                 self.queued_bytes -= self._bytes.pop((id(part), hold), 0)

@@ -26,6 +26,7 @@ from typing import Any
 from kafka.future import Future
 
 from streambind import metrics
+from streambind.errors import StreambindError
 from streambind.stream import dead_letter
 from streambind.stream.assemble import AssemblyError, FrameFailure
 from streambind.stream.dead_letter import DeadLetterWriter
@@ -38,6 +39,16 @@ from streambind.units import NS_PER_S
 logger = logging.getLogger(__name__)
 
 OutputCallback = Callable[[Hashable, "WindowKey | BaseException", bool], None]
+
+
+class OutputFailed(StreambindError):
+    """A window's outputs (events, embeddings, dead letters) could not be written; ``key``
+    names the window, ``__cause__`` is the producer's error."""
+
+    def __init__(self, key: WindowKey, cause: BaseException) -> None:
+        super().__init__(f"{key}: {cause!r}")
+        self.key = key
+        self.__cause__ = cause
 
 
 class EmbedWorker:
@@ -187,7 +198,7 @@ class EmbedWorker:
             return
         done = all_of(futures)
         done.add_callback(lambda _value: self.on_output(topic, key, True))
-        done.add_errback(self._failed, topic)
+        done.add_errback(self._failed, topic, key)
 
     def _prepare(self, batch: list[tuple[Hashable, ClosedWindow]]) -> _Ready | None:
         """Assemble and featurize ``batch``: the windows kept, the frames that did not
@@ -237,7 +248,7 @@ class EmbedWorker:
             if extra:
                 future = all_of([future, *extra])
             future.add_callback(self._done, topic, window)
-            future.add_errback(self._failed, topic)
+            future.add_errback(self._failed, topic, window.key)
 
     def _done(self, topic: Hashable, window: ClosedWindow, _value: object) -> None:
         # Events are counted by the sink as each is acknowledged; this is the window.
@@ -247,8 +258,8 @@ class EmbedWorker:
             metrics.LATENCY_SECONDS.labels(window.modality).observe(latency_s)
         self.on_output(topic, window.key, True)
 
-    def _failed(self, topic: Hashable, exc: BaseException) -> None:
-        self.on_output(topic, exc, True)
+    def _failed(self, topic: Hashable, key: WindowKey, exc: BaseException) -> None:
+        self.on_output(topic, OutputFailed(key, exc), True)
 
 
 _Ready = tuple[str, list[tuple[Hashable, ClosedWindow]], list[tuple[FrameFailure, ...]], Any]
