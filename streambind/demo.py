@@ -40,7 +40,7 @@ TINY_BANNER = (
     "for the world model, whose labels match what the simulator does.\n"
 )
 TRAIN_NOTICE = (
-    "The world model is not in the cache yet ({path}).\n"
+    "{why} ({path}).\n"
     "Training it once now (the same as `streambind world --train`): 2-4 minutes and 3 GB\n"
     "of memory on 2 CPU cores, longer on a busy machine; later runs reuse it. Ctrl-C\n"
     "cancels; `--model tiny` skips it (untrained: labels not meaningful).\n"
@@ -72,6 +72,7 @@ def prepare_model(model: str, cache_dir: str | None, out: TextIO,
         checkpoint_cache_path,
         huge_checkpoint_available,
         world_model_available,
+        world_model_current,
         world_model_dir,
     )
 
@@ -82,9 +83,11 @@ def prepare_model(model: str, cache_dir: str | None, out: TextIO,
                   f"({checkpoint_cache_path(cache_dir)}): fetch them (CC BY-NC-SA 4.0) with "
                   "`python -m streambind.model.download`, or run the demo without --model\n")
         return False
-    if model != DEFAULT_MODEL or world_model_available(cache_dir):
+    if model != DEFAULT_MODEL or world_model_current(cache_dir):
         return True
-    out.write(TRAIN_NOTICE.format(path=world_model_dir(cache_dir)))
+    why = ("The cached world model was trained by another version of streambind"
+           if world_model_available(cache_dir) else "The world model is not in the cache yet")
+    out.write(TRAIN_NOTICE.format(why=why, path=world_model_dir(cache_dir)))
     out.flush()
     cmd = [sys.executable, "-m", "streambind", "world", "--train"]
     if cache_dir:
@@ -98,7 +101,7 @@ def prepare_model(model: str, cache_dir: str | None, out: TextIO,
             proc.wait()
             out.write("training cancelled\n")
             return False
-    if proc.returncode != 0 or not world_model_available(cache_dir):
+    if proc.returncode != 0 or not world_model_current(cache_dir):
         out.write(f"training the world model failed (exit code {proc.returncode})\n")
         return False
     out.write(f"world model trained in {time.monotonic() - t0:.0f} s and cached at "

@@ -19,7 +19,9 @@ from streambind.model import (
     read_manifest,
     save_bound_model,
     world_model_available,
+    world_model_current,
     world_model_dir,
+    world_model_recipe,
 )
 from streambind.model.kinds import tower_config_from_dict, tower_config_to_dict
 
@@ -311,6 +313,8 @@ def test_world_model_source(tmp_path):
     model = bound_model()
     save_bound_model(model, world_model_dir(tmp_path), base="world")
     assert world_model_available(tmp_path)
+    # saved without a recipe version, as world models before it were: not current
+    assert world_model_recipe(tmp_path) == 1 and not world_model_current(tmp_path)
     loaded = load_imagebind("world", cache_dir=tmp_path, dtype="bf16")
     assert loaded.dtype == torch.bfloat16
     assert set(bound_tower_configs("world", cache_dir=tmp_path)) == {"radar", "tactile"}

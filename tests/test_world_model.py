@@ -11,12 +11,19 @@ pairs), which themselves stay near chance.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from streambind.bind.evaluate import EvalConfig, evaluate_world, format_report
 from streambind.model import load_imagebind
-from streambind.world.train import ensure_world_model
+from streambind.model.cache import (
+    WORLD_RECIPE_VERSION,
+    world_model_current,
+    world_model_dir,
+    world_model_recipe,
+)
+from streambind.world.train import WorldTrainConfig, ensure_world_model
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +42,25 @@ def test_world_model_is_a_reusable_bound_model_directory(world_dir) -> None:
     mtime = (path / "manifest.json").stat().st_mtime_ns
     assert ensure_world_model(cache, cfg=cfg, progress=False) == path  # cached: reused
     assert (path / "manifest.json").stat().st_mtime_ns == mtime
+    assert manifest["extra"]["recipe_version"] == WORLD_RECIPE_VERSION
+
+
+def test_a_world_model_of_another_recipe_is_retrained_not_reused(world_dir, tmp_path) -> None:
+    """A cached world model trained by an older version (its manifest has another recipe
+    version, or none) is trained again: the demo must not serve a stale model."""
+    _, path, _ = world_dir
+    stale = world_model_dir(tmp_path)
+    shutil.copytree(path, stale)
+    manifest = json.loads((stale / "manifest.json").read_text())
+    del manifest["extra"]["recipe_version"]  # as models written before the field
+    (stale / "manifest.json").write_text(json.dumps(manifest))
+    assert world_model_recipe(tmp_path) == 1 and not world_model_current(tmp_path)
+    tiny = WorldTrainConfig(segments_per_class=2, windows_per_segment=1, clip_steps=2,
+                            bind_steps=2, batch_size=8, val_every=2)
+    assert ensure_world_model(tmp_path, cfg=tiny, progress=False) == stale
+    assert world_model_current(tmp_path)
+    retrained = json.loads((stale / "manifest.json").read_text())
+    assert retrained["extra"]["metrics"]["config"]["clip_steps"] == 2  # trained anew
 
 
 BOUND = ("audio", "depth", "thermal", "imu")

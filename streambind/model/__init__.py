@@ -20,7 +20,9 @@ from streambind.model.cache import (
     checkpoint_cache_path,
     huge_checkpoint_available,
     world_model_available,
+    world_model_current,
     world_model_dir,
+    world_model_recipe,
 )
 from streambind.model.checkpoint import load_imagebind, official_key_to_ours, ours_key_to_official
 from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
@@ -51,5 +53,7 @@ __all__ = [
     "save_bound_model",
     "tokenize",
     "world_model_available",
+    "world_model_current",
     "world_model_dir",
+    "world_model_recipe",
 ]

@@ -49,7 +49,12 @@ import torch
 from torch import Tensor
 
 from streambind.errors import CheckpointError, ConfigError
-from streambind.model.cache import MANIFEST_NAME, sha256_file, world_model_dir
+from streambind.model.cache import (
+    MANIFEST_NAME,
+    sha256_file,
+    world_model_current,
+    world_model_dir,
+)
 from streambind.model.config import MODEL_MODALITIES, ImageBindConfig
 from streambind.model.imagebind import ImageBind
 from streambind.model.keys import load_official_state_dict
@@ -242,6 +247,10 @@ def resolve_model_dir(
                 f"on a CPU) to train it into {path}; set $STREAMBIND_CACHE (or the model's "
                 "cache_dir) if it was built elsewhere"
             )
+        if not world_model_current(cache_dir):
+            logger.warning("the world model at %s was trained by another version of "
+                           "streambind: run `streambind world --train --force` to retrain it",
+                           path)
         return path
     if isinstance(source, str | os.PathLike) and Path(source).is_dir():
         return Path(source)

@@ -4,6 +4,7 @@ model's directory."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -22,6 +23,12 @@ CACHE_ENV = "STREAMBIND_CACHE"
 SHA256_ENV = "STREAMBIND_IMAGEBIND_SHA256"
 WORLD_DIRNAME = "world"
 MANIFEST_NAME = "manifest.json"  # of a bound-model directory (streambind.model.bound)
+# What `streambind world --train` trains, as a number recorded in the model's manifest
+# ("extra": {"recipe_version": N}). Raise it whenever a change to the training, the world
+# or the world preset makes a model trained before it different from one trained after:
+# a cached world model of another version is then retrained instead of silently reused.
+# 1: models without the field; 2: the depth tower's input standardization.
+WORLD_RECIPE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -54,6 +61,23 @@ def world_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def world_model_available(cache_dir: str | os.PathLike[str] | None = None) -> bool:
     """Whether the world model has been built (its manifest exists; nothing is read)."""
     return (world_model_dir(cache_dir) / MANIFEST_NAME).is_file()
+
+
+def world_model_recipe(cache_dir: str | os.PathLike[str] | None = None) -> int | None:
+    """The recipe version the cached world model was trained with (1 when its manifest
+    does not say); None when there is none or its manifest cannot be read."""
+    try:
+        manifest = json.loads((world_model_dir(cache_dir) / MANIFEST_NAME).read_text("utf-8"))
+        extra = manifest.get("extra") or {}
+        return int(extra.get("recipe_version", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def world_model_current(cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the cached world model is what this version trains (see
+    ``WORLD_RECIPE_VERSION``)."""
+    return world_model_recipe(cache_dir) == WORLD_RECIPE_VERSION
 
 
 def _sidecar(path: Path) -> Path:

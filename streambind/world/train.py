@@ -223,13 +223,24 @@ def train_world_model(cfg: WorldTrainConfig = WorldTrainConfig(), *,
 def ensure_world_model(cache_dir: str | Path | None = None, *, force: bool = False,
                        cfg: WorldTrainConfig = WorldTrainConfig(),
                        progress: bool = True) -> Path:
-    """The world model's directory, trained and written there first if it is missing."""
-    from streambind.model.cache import world_model_available, world_model_dir
+    """The world model's directory, trained and written there first if it is missing or
+    was trained by another recipe version (``WORLD_RECIPE_VERSION``)."""
+    from streambind.model.cache import (
+        WORLD_RECIPE_VERSION,
+        world_model_available,
+        world_model_dir,
+        world_model_recipe,
+    )
 
     out = world_model_dir(cache_dir)
     if world_model_available(cache_dir) and not force:
-        logger.info("world model already at %s (pass --force to retrain)", out)
-        return out
+        recipe = world_model_recipe(cache_dir)
+        if recipe == WORLD_RECIPE_VERSION:
+            logger.info("world model already at %s (pass --force to retrain)", out)
+            return out
+        logger.warning("the world model at %s was trained by another version of streambind "
+                       "(recipe %s, this one trains %d): retraining it", out, recipe,
+                       WORLD_RECIPE_VERSION)
     result = train_world_model(cfg, progress=progress)
     save_world_model(result, out)
     return out
@@ -238,6 +249,7 @@ def ensure_world_model(cache_dir: str | Path | None = None, *, force: bool = Fal
 def save_world_model(result: WorldTrainResult, out: Path) -> None:
     """Write the world model as a bound-model directory (manifest + weights)."""
     from streambind.model.bound import TowerInfo, save_bound_model
+    from streambind.model.cache import WORLD_RECIPE_VERSION
 
     info = {}
     for m in result.model.modalities:
@@ -248,5 +260,6 @@ def save_world_model(result: WorldTrainResult, out: Path) -> None:
                                 metrics=result.metrics[m])
     save_bound_model(result.model, out, base="world", base_weights=True, info=info,
                      manifest_extra={"trained_by": "streambind world --train",
+                                     "recipe_version": WORLD_RECIPE_VERSION,
                                      "metrics": result.metrics})
     logger.info("world model written to %s", out)
