@@ -306,7 +306,7 @@ def test_saving_replaces_a_model_directory_but_nothing_else(tmp_path):
         save_bound_model(model, tmp_path / "x", base="my.pth", base_weights=False)
 
 
-def test_world_model_source(tmp_path):
+def test_world_model_source(tmp_path, caplog):
     assert not world_model_available(tmp_path)
     with pytest.raises(WorldModelMissingError, match="streambind world --train"):
         load_imagebind("world", cache_dir=tmp_path)
@@ -315,7 +315,9 @@ def test_world_model_source(tmp_path):
     assert world_model_available(tmp_path)
     # saved without a recipe version, as world models before it were: not current
     assert world_model_recipe(tmp_path) == 1 and not world_model_current(tmp_path)
-    loaded = load_imagebind("world", cache_dir=tmp_path, dtype="bf16")
+    with caplog.at_level("WARNING", logger="streambind.model.bound"):
+        loaded = load_imagebind("world", cache_dir=tmp_path, dtype="bf16")
+    assert "trained by another version" in caplog.text  # served, with a warning
     assert loaded.dtype == torch.bfloat16
     assert set(bound_tower_configs("world", cache_dir=tmp_path)) == {"radar", "tactile"}
     assert read_manifest(world_model_dir(tmp_path))["base"]["derived_from"] == "world"
