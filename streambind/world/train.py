@@ -225,19 +225,14 @@ def ensure_world_model(cache_dir: str | Path | None = None, *, force: bool = Fal
                        progress: bool = True) -> Path:
     """The world model's directory, trained and written there first if it is missing or
     was trained by another recipe version (``WORLD_RECIPE_VERSION``)."""
-    from streambind.model.cache import (
-        WORLD_RECIPE_VERSION,
-        world_model_available,
-        world_model_dir,
-        world_model_recipe,
-    )
+    from streambind.model.cache import WORLD_RECIPE_VERSION, world_model_dir, world_model_recipe
 
     out = world_model_dir(cache_dir)
-    if world_model_available(cache_dir) and not force:
-        recipe = world_model_recipe(cache_dir)
-        if recipe == WORLD_RECIPE_VERSION:
-            logger.info("world model already at %s (pass --force to retrain)", out)
-            return out
+    recipe = None if force else world_model_recipe(cache_dir)  # None: none cached (or forced)
+    if recipe == WORLD_RECIPE_VERSION:
+        logger.info("world model already at %s (pass --force to retrain)", out)
+        return out
+    if recipe is not None:
         logger.warning("the world model at %s was trained by another version of streambind "
                        "(recipe %s, this one trains %d): retraining it", out, recipe,
                        WORLD_RECIPE_VERSION)
