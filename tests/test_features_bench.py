@@ -36,4 +36,8 @@ def test_bench_features_small_run(monkeypatch):
         assert match and float(match.group(1)) > 0
     # The baselines compute the same numbers as the batched featurizers.
     diffs = [float(d) for d in re.findall(r"max \|batched - reference\| = ([0-9.e+-]+)", text)]
-    assert len(diffs) == 2 and max(diffs) < 1e-3
+    assert len(diffs) == 4 and max(diffs) < 1e-3
+    for modality in ("depth", "thermal"):
+        match = re.search(rf"RATIO {modality} batched / per-frame reference loop: ([0-9.]+)x", text)
+        assert match and float(match.group(1)) > 0
+    assert diffs[2:] == [0.0, 0.0]  # depth and thermal: Pillow's numbers exactly

@@ -38,7 +38,16 @@ import torch
 from PIL import Image
 from scipy.signal import resample_poly
 
-from streambind.features import audio_window, audio_windows, vision_window, vision_windows
+from streambind.features import (
+    audio_window,
+    audio_windows,
+    depth_frame,
+    depth_frames,
+    thermal_frame,
+    thermal_frames,
+    vision_window,
+    vision_windows,
+)
 from streambind.features.audio import (
     AUDIO_MEAN,
     AUDIO_STD,
@@ -69,6 +78,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=640, help="vision frame width")
     parser.add_argument("--height", type=int, default=480, help="vision frame height")
     parser.add_argument("--frames", type=int, default=4, help="frames per vision clip")
+    parser.add_argument("--plane-width", type=int, default=160, help="depth/thermal width")
+    parser.add_argument("--plane-height", type=int, default=120, help="depth/thermal height")
 
 
 # ---------------------------------------------------------------- straightforward audio
@@ -138,6 +149,44 @@ def reference_vision_frame(frame: np.ndarray) -> torch.Tensor:
 def reference_vision_clip(frames: list[np.ndarray]) -> torch.Tensor:
     """One clip: first and last frame, stacked to Tensor[3, 2, 224, 224]."""
     return torch.stack([reference_vision_frame(frames[0]), reference_vision_frame(frames[-1])], 1)
+
+
+# ---------------------------------------------------------------- straightforward depth, thermal
+
+
+def _pillow_plane(plane: np.ndarray, resample: int) -> np.ndarray:
+    # Shorter side to 224 with Pillow (mode F), centre crop: the geometry of vision.
+    image = Image.fromarray(plane)
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(IMAGE_SIZE * long / short)
+    size = (IMAGE_SIZE, new_long) if w <= h else (new_long, IMAGE_SIZE)
+    if size != (w, h):
+        image = image.resize(size, resample)
+    left = int(round((size[0] - IMAGE_SIZE) / 2.0))
+    top = int(round((size[1] - IMAGE_SIZE) / 2.0))
+    return np.asarray(image)[top : top + IMAGE_SIZE, left : left + IMAGE_SIZE]
+
+
+def reference_depth_frame(mm: np.ndarray) -> torch.Tensor:
+    """One ``u16_mm`` frame, numpy and Pillow step by step (default DepthParams)."""
+    metres = mm.astype(np.float32) / 1000.0
+    metres[metres <= 0] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        disparity = (518.857901 * 0.075) / metres
+        disparity = np.where(np.isnan(metres) | (metres > 100.0), 0.0, disparity)
+    scaled = (np.minimum(disparity.astype(np.float32), 75.0) / 75.0).astype(np.float32)
+    plane = _pillow_plane(scaled, Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.ascontiguousarray(plane)).clamp(0.0, 1.0).unsqueeze(0)
+
+
+def reference_thermal_frame(raw: np.ndarray) -> torch.Tensor:
+    """One ``u16`` frame, per-frame min-max then Pillow bicubic (mode F), clipped."""
+    values = raw.astype(np.float32)
+    lo, hi = float(values.min()), float(values.max())
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    plane = np.clip(_pillow_plane(scaled, Image.Resampling.BICUBIC), 0.0, 1.0)
+    return torch.from_numpy(np.ascontiguousarray(plane)).unsqueeze(0)
 
 
 # ---------------------------------------------------------------- timing
@@ -235,4 +284,35 @@ def run(args: argparse.Namespace) -> int:
     out.write(_row("per-clip streambind", own, b, batched))
     out.write(f"  max |batched - reference| = {diff:.2e}\n")
     out.write(f"  RATIO vision batched / per-clip reference loop: {ref / batched:.2f}x\n")
+    _bench_planes(b, args.plane_width, args.plane_height, args.repeats)
     return 0
+
+
+def _bench_planes(b: int, width: int, height: int, repeats: int) -> None:
+    out = sys.stdout
+    rng = np.random.default_rng(0)
+    depth = [rng.integers(0, 6000, (height, width), dtype=np.uint16) for _ in range(b)]
+    thermal = [rng.integers(0, 2**14, (height, width), dtype=np.uint16) for _ in range(b)]
+    cases = [
+        ("depth", "u16_mm", depth, depth_frames, depth_frame, reference_depth_frame),
+        ("thermal", "u16", thermal, thermal_frames, thermal_frame, reference_thermal_frame),
+    ]
+    for name, encoding, frames, batch_fn, one_fn, ref_fn in cases:
+        pairs = [(frame, encoding) for frame in frames]
+        batched, ref, own = _best_times(
+            [
+                lambda batch_fn=batch_fn, pairs=pairs: batch_fn(pairs),
+                lambda ref_fn=ref_fn, frames=frames: [ref_fn(f) for f in frames],
+                lambda one_fn=one_fn, pairs=pairs: [one_fn(*p) for p in pairs],
+            ],
+            repeats,
+        )
+        check = batch_fn(pairs[:4])
+        diff = max(float((row - ref_fn(frame)).abs().max())
+                   for row, frame in zip(check, frames, strict=False))
+        out.write(f"{name}: {b} {encoding} frames {width}x{height} -> [{b}, 1, 224, 224]\n")
+        out.write(_row("batched", batched, b, batched))
+        out.write(_row("per-frame reference", ref, b, batched))
+        out.write(_row("per-frame streambind", own, b, batched))
+        out.write(f"  max |batched - reference| = {diff:.2e}\n")
+        out.write(f"  RATIO {name} batched / per-frame reference loop: {ref / batched:.2f}x\n")

@@ -7,9 +7,9 @@ No file reads, no Kafka, no device moves. Every rejection is a
 
 from .audio import audio_window, audio_windows, decode_pcm, kaldi_fbank, to_mono
 from .decode import decode_frame
-from .depth import DepthParams, depth_frame
+from .depth import DepthParams, depth_frame, depth_frames
 from .imu import imu_rows, imu_window, imu_windows
-from .thermal import thermal_frame
+from .thermal import thermal_frame, thermal_frames
 from .vision import vision_frame, vision_window, vision_windows
 
 __all__ = [
@@ -19,11 +19,13 @@ __all__ = [
     "decode_frame",
     "decode_pcm",
     "depth_frame",
+    "depth_frames",
     "imu_rows",
     "imu_window",
     "imu_windows",
     "kaldi_fbank",
     "thermal_frame",
+    "thermal_frames",
     "to_mono",
     "vision_frame",
     "vision_window",

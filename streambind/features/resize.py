@@ -64,12 +64,26 @@ def _bicubic(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def bicubic_weights(in_size: int, out_size: int, first_out: int, n_out: int) -> AxisWeights:
-    """Pillow's bicubic weights for outputs ``first_out .. first_out + n_out - 1`` of an
-    ``in_size -> out_size`` resize (``precompute_coeffs`` and ``normalize_coeffs_8bpc``)."""
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    # Pillow's bilinear_filter (a triangle of support 1).
+    x = np.abs(x)
+    return np.where(x < 1.0, 1.0 - x, 0.0)
+
+
+# Pillow's filters by name: (filter function, support in input pixels).
+FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0)}
+
+
+def pillow_coefficients(
+    in_size: int, out_size: int, first_out: int, n_out: int, filter_name: str = "bicubic"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's ``precompute_coeffs`` for outputs ``first_out .. first_out + n_out - 1`` of
+    an ``in_size -> out_size`` resize: (first source pixel, tap count, normalized float64
+    weights (n_out, K)), computed by the same formulas in the same order as Pillow."""
+    fn, filter_support = FILTERS[filter_name]
     scale = float(in_size) / out_size
     filter_scale = max(scale, 1.0)
-    support = 2.0 * filter_scale  # bicubic support is 2 input pixels, stretched on downscale
+    support = filter_support * filter_scale  # stretched on downscale
     ksize = int(np.ceil(support)) * 2 + 1
     center = (np.arange(first_out, first_out + n_out, dtype=np.float64) + 0.5) * scale
     # C's (int) cast truncates toward zero; Pillow relies on that for its rounding.
@@ -78,16 +92,23 @@ def bicubic_weights(in_size: int, out_size: int, first_out: int, n_out: int) -> 
     count = hi - lo
     taps = np.arange(ksize)
     inverse_scale = 1.0 / filter_scale  # Pillow multiplies by the reciprocal; so must we
-    w = _bicubic(((taps + lo[:, None]).astype(np.float64) - center[:, None] + 0.5) * inverse_scale)
+    w = fn(((taps + lo[:, None]).astype(np.float64) - center[:, None] + 0.5) * inverse_scale)
     w[taps >= count[:, None]] = 0.0
     total = np.zeros(n_out)
     for t in range(ksize):  # sequential sum: the order Pillow adds in (np.sum pairs terms)
         total = total + w[:, t]
     nonzero = total != 0.0
     w[nonzero] /= total[nonzero, None]
+    return lo.astype(np.int32), count.astype(np.int32), w
+
+
+def bicubic_weights(in_size: int, out_size: int, first_out: int, n_out: int) -> AxisWeights:
+    """Pillow's bicubic weights for outputs ``first_out .. first_out + n_out - 1`` of an
+    ``in_size -> out_size`` resize (``precompute_coeffs`` and ``normalize_coeffs_8bpc``)."""
+    lo, count, w = pillow_coefficients(in_size, out_size, first_out, n_out, "bicubic")
     scaled = w * (1 << PRECISION_BITS)
     fixed = np.trunc(np.where(w < 0, scaled - 0.5, scaled + 0.5)).astype(np.int32)
-    return AxisWeights(lo.astype(np.int32), count.astype(np.int32), fixed)
+    return AxisWeights(lo, count, fixed)
 
 
 @lru_cache(maxsize=64)
@@ -207,4 +228,49 @@ def resize_crop_normalize_into(
     _resize_crop_normalize(np.ascontiguousarray(frame), *xw, *yw, scale, bias, out)
 
 
-__all__ = ["AxisWeights", "bicubic_weights", "crop_weights", "resize_crop_normalize_into"]
+@numba.njit(nogil=True, cache=True)
+def _resize_crop_normalize_frames(frames, clip, step, xw_first, xw_count, xw, yw_first, yw_count,
+                                  yw, scale, bias, out):
+    # frames (N, H, W, 3) -> out (B, 3, T, S, S): frame n into out[clip[n], :, step[n]]. One
+    # call for a whole batch, so the GIL is released once, not once per frame.
+    for n in range(frames.shape[0]):
+        _resize_crop_normalize(frames[n], xw_first, xw_count, xw, yw_first, yw_count, yw,
+                               scale, bias, out[clip[n], :, step[n]])
+
+
+def resize_crop_normalize_frames_into(
+    frames: np.ndarray,
+    slots: tuple[np.ndarray, np.ndarray],
+    new_size: tuple[int, int],
+    crop: tuple[int, int],
+    scale: np.ndarray,
+    bias: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`resize_crop_normalize_into` for N frames of one size at once.
+
+    ``frames`` is (N, H, W, 3) uint8; ``out`` is (B, 3, T, S, S) float32 and frame ``n`` is
+    written to ``out[slots[0][n], :, slots[1][n]]`` (clip, time step). Same pixels as one
+    call per frame; releases the GIL once for the whole batch.
+    """
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise FeatureError(f"resize: expected uint8 (N, H, W, 3), got {frames.shape}", BAD_SHAPE)
+    clip, step = (np.asarray(s, dtype=np.int64) for s in slots)
+    size = out.shape[3]
+    (new_w, new_h), (left, top) = new_size, crop
+    # The kernel does not check bounds: slots or a crop outside their arrays must stop here.
+    if (out.ndim != 5 or out.shape[1] != 3 or out.shape[3:] != (size, size)
+            or clip.shape != (frames.shape[0],) or step.shape != clip.shape
+            or (clip.size and (clip.min() < 0 or clip.max() >= out.shape[0]
+                               or step.min() < 0 or step.max() >= out.shape[2]))
+            or not (0 <= left <= new_w - size and 0 <= top <= new_h - size)):
+        raise FeatureError(f"resize: {frames.shape[0]} frames do not fit {out.shape} at crop "
+                           f"{crop} of {new_size}", BAD_SHAPE)
+    height, width = frames.shape[1:3]
+    xw, yw = crop_weights(width, height, new_w, new_h, left, top, size)
+    _resize_crop_normalize_frames(np.ascontiguousarray(frames), clip, step, *xw, *yw, scale,
+                                  bias, out)
+
+
+__all__ = ["FILTERS", "AxisWeights", "bicubic_weights", "crop_weights", "pillow_coefficients",
+           "resize_crop_normalize_frames_into", "resize_crop_normalize_into"]

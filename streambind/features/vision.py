@@ -5,7 +5,8 @@ The reference resizes a PIL image with torchvision ``Resize(224, BICUBIC)`` (sho
 Python's ``round``), ``ToTensor`` (/255) and the CLIP mean/std. Pillow's bicubic filter works
 in fixed point on uint8 and is not reproduced by float interpolation; :mod:`.resize` performs
 Pillow's integer arithmetic itself, for the crop only, with the normalization fused in. The
-frames of a batch run on a small thread pool (the compiled kernel releases the GIL).
+frames of a batch run on a small thread pool, a few frames per call of the compiled kernel
+(which releases the GIL).
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ from PIL import Image
 from streambind.errors import FeatureError
 from streambind.features._pool import ForkSafePool
 
+from . import resize_float
 from ._checks import BAD_SHAPE, TOO_SHORT, as_array
-from .resize import resize_crop_normalize_into
+from .resize import resize_crop_normalize_frames_into, resize_crop_normalize_into
 
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# Largest frame accepted (pixels): bounds memory per frame and rejects decompression bombs.
-MAX_PIXELS = 4096 * 4096
 # Threads for the frames of one batch; the resize kernel releases the GIL.
 RESIZE_THREADS = max(1, min(8, os.cpu_count() or 1))
+# Largest frame accepted (pixels): bounds memory per frame and rejects decompression bombs.
+MAX_PIXELS = 4096 * 4096
 
 _POOL = ForkSafePool(RESIZE_THREADS, "streambind-resize")
 
@@ -70,20 +72,34 @@ def check_frame(frame: object, what: str = "vision") -> np.ndarray:
 def resize_crop_plane(
     plane: np.ndarray, resample: int = Image.Resampling.BICUBIC, size: int = IMAGE_SIZE
 ) -> np.ndarray:
-    """Shorter-side resize + centre crop of one 2-D plane (uint8 or float32) with Pillow.
+    """Shorter-side resize + centre crop of one 2-D plane (uint8 or float32), as Pillow.
 
     uint8 planes use Pillow's 8-bit path (mode ``L``, like a grayscale PIL image); anything
-    else is resampled as float32 (mode ``F``). Same geometry as :func:`vision_frame`.
+    else is resampled as float32 (mode ``F``), bit for bit as Pillow would (see
+    :func:`resize_crop_planes`). Same geometry as :func:`vision_frame`.
     """
+    if plane.dtype != np.uint8:
+        name = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
+        return resize_crop_planes(plane.astype(np.float32, copy=False)[None], name[resample],
+                                  size)[0]
     height, width = plane.shape
     new_w, new_h = short_side_size(width, height, size)
-    if plane.dtype != np.uint8:
-        plane = plane.astype(np.float32, copy=False)
     image = Image.fromarray(np.ascontiguousarray(plane))
     if (new_w, new_h) != (width, height):
         image = image.resize((new_w, new_h), resample)
     left, top = center_crop_box(new_w, new_h, size)
     return np.array(image)[top : top + size, left : left + size]
+
+
+def resize_crop_planes(planes: np.ndarray, filter_name: str, size: int = IMAGE_SIZE
+                       ) -> np.ndarray:
+    """(N, H, W) float32 planes -> (N, size, size): Pillow's mode ``F`` resize (shorter side
+    to ``size``, ``filter_name`` ``"bilinear"`` or ``"bicubic"``) and the centre crop, in one
+    call that releases the GIL (:mod:`.resize_float`)."""
+    height, width = planes.shape[1:]
+    new_w, new_h = short_side_size(width, height, size)
+    return resize_float.resize_crop_planes(planes, (new_w, new_h), center_crop_box(new_w, new_h,
+                                           size), size, filter_name)
 
 
 @lru_cache(maxsize=1)
@@ -94,19 +110,15 @@ def _scale_bias() -> tuple[np.ndarray, np.ndarray]:
     return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
 
-def _into(out: torch.Tensor, frame: np.ndarray) -> None:
-    # Resize, crop and normalize one checked frame straight into its (3, 224, 224) slot.
+def vision_frame(frame: object) -> torch.Tensor:
+    """One RGB uint8 (H, W, 3) frame -> Tensor[3, 224, 224], exactly as the reference."""
+    frame = check_frame(frame)
     height, width = frame.shape[:2]
     new_w, new_h = short_side_size(width, height)
     scale, bias = _scale_bias()
-    crop = center_crop_box(new_w, new_h)
-    resize_crop_normalize_into(frame, (new_w, new_h), crop, scale, bias, out.numpy())
-
-
-def vision_frame(frame: object) -> torch.Tensor:
-    """One RGB uint8 (H, W, 3) frame -> Tensor[3, 224, 224], exactly as the reference."""
     out = torch.empty(3, IMAGE_SIZE, IMAGE_SIZE)
-    _into(out, check_frame(frame))
+    resize_crop_normalize_into(frame, (new_w, new_h), center_crop_box(new_w, new_h), scale,
+                               bias, out.numpy())
     return out
 
 
@@ -127,25 +139,39 @@ def vision_window(frames: Sequence[object]) -> torch.Tensor:
     return vision_windows([frames])[0]
 
 
+def _frames_into(out: np.ndarray, frames: list[np.ndarray], index: np.ndarray) -> None:
+    # Frames index[i] (all of one size) into their slots out[n // 2, :, n % 2], in one call.
+    height, width = frames[index[0]].shape[:2]
+    new_w, new_h = short_side_size(width, height)
+    scale, bias = _scale_bias()
+    stack = np.stack([frames[n] for n in index])  # (N, H, W, 3)
+    resize_crop_normalize_frames_into(stack, (index // 2, index % 2), (new_w, new_h),
+                                      center_crop_box(new_w, new_h), scale, bias, out)
+
+
 def vision_windows(windows: Sequence[Sequence[object]]) -> torch.Tensor:
     """Many clips at once -> Tensor[B, 3, 2, 224, 224].
 
-    Frames may differ in size. Frames are resized, cropped and normalized on a thread pool,
-    each straight into its slot of the output.
+    Frames may differ in size. The frames of each size are resized, cropped and normalized
+    straight into their slots of the output, split into one part per pool thread, each part
+    one call of the compiled kernel: the GIL is released and retaken a few times per batch,
+    not per frame (under contention every retake can wait a whole switch interval).
     """
     if isinstance(windows, str | bytes) or not isinstance(windows, Sequence) or not windows:
         raise FeatureError("vision: expected a non-empty list of frame lists", BAD_SHAPE)
     frames = [frame for clip in windows for frame in _first_last(clip, "vision")]
     out = torch.empty(len(windows), 3, 2, IMAGE_SIZE, IMAGE_SIZE)
-    # Frame t of clip b is written straight into its (3, 224, 224) view out[b, :, t]: no
-    # stacking or permuting copy of the whole batch afterwards.
-    slots = [out[b, :, t] for b in range(len(windows)) for t in range(2)]
-    if len(frames) > 2:
-        # Frames are independent: each worker resizes and normalizes its own into `out`.
-        list(_POOL.get().map(_into, slots, frames))
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for n, frame in enumerate(frames):
+        by_size.setdefault(frame.shape[:2], []).append(n)
+    # Each size's frames split into one part per pool thread, each part one kernel call.
+    parts = [part for index in by_size.values()
+             for part in np.array_split(np.asarray(index), min(RESIZE_THREADS, len(index)))]
+    target = out.numpy()
+    if len(parts) > 1:
+        list(_POOL.get().map(lambda part: _frames_into(target, frames, part), parts))
     else:
-        for slot, frame in zip(slots, frames, strict=True):
-            _into(slot, frame)
+        _frames_into(target, frames, parts[0])
     return out
 
 
@@ -157,6 +183,7 @@ __all__ = [
     "center_crop_box",
     "check_frame",
     "resize_crop_plane",
+    "resize_crop_planes",
     "short_side_size",
     "vision_frame",
     "vision_window",

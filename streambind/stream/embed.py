@@ -80,9 +80,9 @@ def featurize(modality: str, inputs: Sequence[RawInput]) -> torch.Tensor:
     if modality == "vision":
         return features.vision_windows([list(_as(FramesInput, x).frames) for x in inputs])
     if modality in ("depth", "thermal"):
-        fn = features.depth_frame if modality == "depth" else features.thermal_frame
+        fn = features.depth_frames if modality == "depth" else features.thermal_frames
         frames = [_as(FrameInput, x) for x in inputs]
-        return torch.stack([fn(f.frame, f.encoding) for f in frames])
+        return fn([(f.frame, f.encoding) for f in frames])
     if modality not in ("audio", "imu"):
         if custom.bound_config(modality) is not None:
             return custom.featurize_bound(modality, inputs)
