@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,13 +55,27 @@ def _dispatch(module_name: str, prog: str, argv: Sequence[str]) -> int:
     return int(module.run(args) or 0)
 
 
+LOG_LEVEL_ENV = "STREAMBIND_LOG_LEVEL"
+
+
+def log_level(value: str | None) -> int | None:
+    """The logging level named by ``value`` (``DEBUG``, ``info``, ``WARNING``, ...; None or
+    empty: ``INFO``), or None when it names no level."""
+    level = logging.getLevelName((value or "INFO").strip().upper())
+    return level if isinstance(level, int) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``streambind`` command line; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prefer_huge_page_tensors()
+    level = log_level(os.environ.get(LOG_LEVEL_ENV))
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level or logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if level is None:
+        logging.getLogger(__name__).warning("%s=%r names no logging level; using INFO",
+                                            LOG_LEVEL_ENV, os.environ.get(LOG_LEVEL_ENV))
     commands = {**COMMANDS, "bench": ("", "benchmarks: " + ", ".join(BENCHES))}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         sys.stdout.write(_usage(commands, "streambind"))

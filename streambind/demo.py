@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
+from streambind.cli import LOG_LEVEL_ENV
 from streambind.world.truth import Accuracy, TruthFollower, TruthIndex, top_label
 
 logger = logging.getLogger(__name__)
@@ -93,7 +95,10 @@ def prepare_model(model: str, cache_dir: str | None, out: TextIO,
     if cache_dir:
         cmd += ["--cache-dir", cache_dir]
     # Its own session: a Ctrl-C reaches only the demo, which stops it without a traceback.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)  # noqa: S603
+    # Only its progress bars and errors reach the terminal: the notice above says the rest.
+    env = {**os.environ, LOG_LEVEL_ENV: "ERROR"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True,  # noqa: S603
+                            env=env)
     t0 = time.monotonic()
     while proc.poll() is None:
         if stop.wait(0.5):
