@@ -184,7 +184,7 @@ def test_eval_labels_file_is_read_strictly_and_labels_windows_by_majority(tmp_pa
 def bound_dir(tmp_path):
     """The tiny base (vision, text) plus an untrained ``wrist`` series tower."""
     from streambind.model import load_imagebind
-    from streambind.model.bound import save_bound_model
+    from streambind.model.bound_write import save_bound_model
 
     model = load_imagebind("tiny", modalities=("vision", "text"))
     model.add_tower(WRIST)

@@ -123,7 +123,8 @@ def train(args: argparse.Namespace, pairs_path: Path) -> Path:
     from streambind.bind import pairs, recipe
     from streambind.bind.train_ray import RayBindConfig, train_on_ray
     from streambind.model import load_imagebind
-    from streambind.model.bound import TowerInfo, save_bound_model
+    from streambind.model.bound import TowerInfo
+    from streambind.model.bound_write import save_bound_model
     from streambind.model.kinds import tower_config_from_dict
 
     meta = pairs.parquet_meta(pairs_path)

@@ -14,8 +14,8 @@ from streambind.model.bound import (
     WorldModelMissingError,
     bound_tower_configs,
     read_manifest,
-    save_bound_model,
 )
+from streambind.model.bound_write import save_bound_model
 from streambind.model.cache import (
     checkpoint_cache_path,
     huge_checkpoint_available,

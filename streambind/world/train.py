@@ -243,7 +243,8 @@ def ensure_world_model(cache_dir: str | Path | None = None, *, force: bool = Fal
 
 def save_world_model(result: WorldTrainResult, out: Path) -> None:
     """Write the world model as a bound-model directory (manifest + weights)."""
-    from streambind.model.bound import TowerInfo, save_bound_model
+    from streambind.model.bound import TowerInfo
+    from streambind.model.bound_write import save_bound_model
     from streambind.model.cache import WORLD_RECIPE_VERSION
 
     info = {}
