@@ -191,3 +191,25 @@ def test_empty_or_bad_windows_raise_typed_errors():
     bad = SensorChunk("imu", "d1", 0, MS, 0, np.zeros((3, 5), np.float32), 100.0, None, 0, 0)
     with pytest.raises(AssemblyError):
         assemble(window("imu", [bad], size_ms=5000))
+
+
+def test_int16_pcm_chunks_assemble_exactly_as_their_float32_decoding():
+    rng = np.random.default_rng(0)
+    pcm = [rng.integers(-32768, 32768, 1600, dtype=np.int16) for _ in range(24)]
+
+    def chunks(as_float, every=1):
+        out = []
+        for i, p in enumerate(pcm):
+            data = p.astype(np.float32) / 32768.0 if as_float or i % every else p
+            ts = -200 + i * 100  # 100 ms chunks at 16 kHz; some gaps where i % 7 == 3
+            if i % 7 != 3:
+                out.append(SensorChunk("audio", "d1", ts * MS, (ts + 100) * MS, i, data,
+                                       16000.0, None, 0, i))
+        return out
+
+    want = assemble(window("audio", chunks(as_float=True)))
+    for got in (assemble(window("audio", chunks(as_float=False))),  # all int16
+                assemble(window("audio", chunks(as_float=False, every=2)))):  # mixed
+        assert got.samples.dtype == np.float32
+        assert np.array_equal(got.samples.view(np.uint32), want.samples.view(np.uint32))
+        assert got.filled_samples == want.filled_samples > 0

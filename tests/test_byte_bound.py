@@ -20,7 +20,7 @@ from streambind.stream.runner import StreamRunner
 
 pytestmark = pytest.mark.broker
 KIB = 1024
-AUDIO_SAMPLE_BYTES = 1600 * 4  # a 100 ms chunk of the test streams, decoded to float32
+AUDIO_SAMPLE_BYTES = 1600 * 2  # a 100 ms chunk of the test streams: int16 PCM, as sent
 
 
 class SlowEmbedder(StandInEmbedder):
@@ -58,10 +58,10 @@ def test_byte_bound_pauses_and_every_window_is_emitted(bootstrap, make_topic):
     seconds = 12
     records = interleave(timed_stream("mic-a", t0, {"audio": seconds}),
                          timed_stream("mic-b", t0, {"audio": seconds}))
-    # Two devices hold at most ~1.5 windows each open (2 s windows, 1 s lateness): ~600 kB.
-    # The bound leaves room for that (resume at 3/4 of it), so only the queue makes it
-    # pause, and waiting for the slow worker loses nothing.
-    bound = 1024 * KIB
+    # Two devices hold at most ~1.5 windows each open (2 s windows, 1 s lateness): ~300 kB
+    # of int16 PCM. The bound leaves room for that (resume at 3/4 of it), so only the queue
+    # makes it pause, and waiting for the slow worker loses nothing.
+    bound = 512 * KIB
     cfg = _config(bootstrap, make_topic, topic, max_buffered_bytes=bound,
                   max_batch_windows=1, max_buffered_windows=64, max_poll_records=500)
     send_records(bootstrap, [(topic, r) for _, r in records])
@@ -103,12 +103,12 @@ def test_byte_bound_pauses_and_every_window_is_emitted(bootstrap, make_topic):
 
 
 def test_bound_below_the_open_windows_need_never_wedges(bootstrap, make_topic):
-    """One 2 s audio window holds ~200 kB; a 100 kB bound pauses inside every window. The
+    """One 2 s audio window holds ~100 kB; a 50 kB bound pauses inside every window. The
     idle clock then runs (only closing open windows can end the pause), windows close by the
     idle timeout, and the runner reads to the end; the price is counted as late records."""
     t0 = aligned_origin_ns()
     topic = make_topic("sensors.audio")
-    bound = 100 * KIB
+    bound = 50 * KIB
     cfg = _config(bootstrap, make_topic, topic, max_buffered_bytes=bound)
     records = device_stream("mic-w", t0, {"audio": 6})
     send_records(bootstrap, [(topic, r) for _, r in records])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streambind.errors import RecordError
+from streambind.features import decode_pcm
 from streambind.sim.records import (
     MALFORMED_KINDS,
     audio_record,
@@ -123,3 +124,26 @@ def test_dlq_headers_keep_originals_and_add_the_contract_headers():
     assert len(d["error.detail"]) <= 500
     assert (d["source.topic"], d["source.partition"], d["source.offset"]) == (
         b"sensors.imu", b"2", b"99")
+
+
+def test_mono_pcm16_stays_as_sent_and_counts_its_bytes_once():
+    samples = np.sin(np.linspace(0, 40, 1600)).astype(np.float32) * 0.8
+    rec = audio_record("dev", NOW - S, 4, samples, 16000)
+    (chunk,) = decode("audio", rec)
+    assert chunk.data.dtype == np.int16 and chunk.data.shape == (1600,)
+    sent = np.frombuffer(rec.value, np.uint8)
+    assert np.shares_memory(chunk.data, sent)  # a view of the record, not a copy
+    assert chunk.nbytes <= len(rec.value)  # payload and the rest of the record, once
+    want = decode_pcm("pcm_s16le", 1, chunk.data.tobytes())
+    assert np.array_equal(chunk.data.astype(np.float32) / 32768.0, want)
+
+
+def test_mono_pcm16_of_an_odd_byte_length_is_a_decode_error():
+    from streambind.sim.records import Record, encode_columns, schema_headers
+
+    value = encode_columns("audio", {
+        "device_id": ["dev"], "ts_ns": [NOW - S], "seq": [1], "sample_rate": [16000],
+        "channels": [1], "encoding": ["pcm_s16le"], "data": [b"\x01\x02\x03"]})
+    with pytest.raises(RecordError) as info:
+        decode("audio", Record(b"dev", value, schema_headers("audio")))
+    assert info.value.reason == "decode_error"

@@ -184,6 +184,18 @@ def _resampled(values: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
+# int16 PCM to [-1, 1): what decode_pcm does (value / 32768, exact in float32).
+PCM16_SCALE = np.float32(1.0 / 32768.0)
+
+
+def _audio_samples(c: SensorChunk) -> np.ndarray:
+    """A chunk's samples as float32 in [-1, 1] (int16 PCM scaled as decode_pcm scales it)."""
+    data = np.asarray(c.data)
+    if data.dtype.kind == "i":
+        return data.astype(np.float32) / 32768.0
+    return np.asarray(data, dtype=np.float32)
+
+
 def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None) -> AudioInput:
     """Exactly ``round(size_s * rate)`` float32 samples of ``[start, end)``, gaps zero-filled."""
     chunks = _require_chunks(window)
@@ -192,9 +204,13 @@ def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None)
     n = sample_count(end - start, rate)
     out = np.zeros(n, dtype=np.float32)
     filled = np.zeros(n, dtype=bool)
+    # All int16 PCM at the window's rate (the common case): copied as integers (exact in
+    # float32) and scaled once for the whole window instead of once per chunk.
+    pcm = all(np.asarray(c.data).dtype.kind == "i" and c.sample_rate in (None, rate)
+              for c in chunks)
     written_hi = 0  # no sample at or after this index is filled yet
     for c in chunks:
-        data = np.asarray(c.data, dtype=np.float32)
+        data = np.asarray(c.data) if pcm else _audio_samples(c)
         if data.ndim != 1:
             raise AssemblyError(f"audio chunk {c.seq} of {c.device_id}: expected mono samples")
         if c.sample_rate is not None and c.sample_rate != rate:
@@ -210,6 +226,8 @@ def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None)
             out[lo:hi][free] = data[lo - first : hi - first][free]
         filled[lo:hi] = True
         written_hi = max(written_hi, hi)
+    if pcm:
+        out *= PCM16_SCALE
     missing = int(n - np.count_nonzero(filled))
     if missing:
         logger.debug("%s: %d of %d audio samples zero-filled", window.key, missing, n)

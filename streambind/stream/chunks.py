@@ -1,11 +1,13 @@
 """The decoded, validated unit the windower consumes: one sensor record row or batch.
 
 A :class:`SensorChunk` is what :mod:`streambind.stream.records` produces from a Kafka
-record after decoding and validation. Audio chunks carry float32 mono samples, IMU chunks
-an ``(N, 6)`` float32 array with per-row event times. Frame chunks keep the frame's
-*encoded* bytes (``encoding`` set; a zero-copy slice of the record where possible) and are
-decoded only when a window selects them (:meth:`SensorChunk.frame`): most frames are never
-decoded, and an encoded frame is a fraction of the decoded one. ``source`` references the
+record after decoding and validation. Audio chunks carry mono samples: int16 PCM as sent
+for mono ``pcm_s16le`` (a view of the record; assembly scales it to [-1, 1)), float32 in
+[-1, 1] otherwise. IMU chunks carry an ``(N, 6)`` float32 array with per-row event times.
+Frame chunks keep the frame's *encoded* bytes (``encoding`` set; a zero-copy slice of the
+record where possible) and are decoded only when a window selects them
+(:meth:`SensorChunk.frame`): most frames are never decoded, and an encoded frame is a
+fraction of the decoded one. ``source`` references the
 Kafka record a chunk came from, so a frame that fails to decode later, or a window that
 fails, can still be dead-lettered with the original key, value and headers.
 """

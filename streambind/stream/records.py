@@ -227,18 +227,27 @@ def _audio_chunks(
     datas = cols.views("data")
     ts_l, seq_l = ts.tolist(), seq.tolist()
     max_s = lim["max_chunk_duration_ms"] / 1000.0
-    share = len(src.value) // len(datas)
+    # Mono 16-bit PCM stays as sent, a zero-copy int16 view where the payload lies in the
+    # record (half the memory of float32 in open windows; assembly scales it exactly as
+    # decode_pcm would). Every other chunk is decoded to float32 mono now.
+    raw = [enc == "pcm_s16le" and chans == 1 for enc, chans in zip(encodings, channels,
+                                                                    strict=True)]
+    held = sum(len(d) for d, r in zip(datas, raw, strict=True) if r) if cols.in_record else 0
+    share = max(len(src.value) - held, 0) // len(datas)
     chunks = []
-    rows = zip(rates, channels, encodings, datas, strict=True)
-    for i, (rate, chans, enc, data) in enumerate(rows):
+    rows = zip(rates, channels, encodings, datas, raw, strict=True)
+    for i, (rate, chans, enc, data, keep_pcm) in enumerate(rows):
         if enc not in lim["encodings"]:
             raise RecordError("bad_encoding", f"audio encoding {enc!r}")
         if rate not in lim["sample_rates_hz"]:
             raise RecordError("bad_rate", f"sample rate {rate} Hz not in {lim['sample_rates_hz']}")
         if not 1 <= chans <= lim["max_channels"]:
             raise RecordError("bad_shape", f"{chans} channels")
+        if keep_pcm and len(data) % 2:
+            raise RecordError("decode_error", f"audio: {len(data)} bytes is not a whole "
+                              "number of 1-channel pcm_s16le frames")
         try:
-            samples = decode_pcm(enc, chans, data)
+            samples = np.frombuffer(data, "<i2") if keep_pcm else decode_pcm(enc, chans, data)
         except FeatureError as exc:
             raise RecordError(exc.reason, str(exc)) from exc
         if samples.size == 0:
