@@ -227,6 +227,19 @@ def _row(name: str, seconds: float, clips: int, batched: float) -> str:
     )
 
 
+def _report(name: str, unit: str, n: int, seconds: tuple[float, float, float],
+            diff: float) -> None:
+    """The three timings (batched, per-item reference, per-item streambind), the largest
+    difference from the reference and the ratio line."""
+    batched, ref, own = seconds
+    out = sys.stdout
+    out.write(_row("batched", batched, n, batched))
+    out.write(_row(f"per-{unit} reference", ref, n, batched))
+    out.write(_row(f"per-{unit} streambind", own, n, batched))
+    out.write(f"  max |batched - reference| = {diff:.2e}\n")
+    out.write(f"  RATIO {name} batched / per-{unit} reference loop: {ref / batched:.2f}x\n")
+
+
 def _bench_audio(b: int, rate: int, repeats: int) -> None:
     out = sys.stdout
     clips = _audio_batch(b, rate)
@@ -244,11 +257,7 @@ def _bench_audio(b: int, rate: int, repeats: int) -> None:
         for i in range(len(check))
     )
     out.write(f"audio: {b} clips x 2 s at {rate} Hz -> [{b}, 1, 128, 204]\n")
-    out.write(_row("batched", batched, b, batched))
-    out.write(_row("per-clip reference", ref, b, batched))
-    out.write(_row("per-clip streambind", own, b, batched))
-    out.write(f"  max |batched - reference| = {diff:.2e}\n")
-    out.write(f"  RATIO audio batched / per-clip reference loop: {ref / batched:.2f}x\n")
+    _report("audio", "clip", b, (batched, ref, own), diff)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,11 +288,7 @@ def run(args: argparse.Namespace) -> int:
         f"vision: {b} clips x {args.frames} frames {args.width}x{args.height} "
         f"(first+last used) -> [{b}, 3, 2, 224, 224]\n"
     )
-    out.write(_row("batched", batched, b, batched))
-    out.write(_row("per-clip reference", ref, b, batched))
-    out.write(_row("per-clip streambind", own, b, batched))
-    out.write(f"  max |batched - reference| = {diff:.2e}\n")
-    out.write(f"  RATIO vision batched / per-clip reference loop: {ref / batched:.2f}x\n")
+    _report("vision", "clip", b, (batched, ref, own), diff)
     _bench_planes(b, args.plane_width, args.plane_height, args.repeats)
     return 0
 
@@ -311,8 +316,4 @@ def _bench_planes(b: int, width: int, height: int, repeats: int) -> None:
         diff = max(float((row - ref_fn(frame)).abs().max())
                    for row, frame in zip(check, frames, strict=False))
         out.write(f"{name}: {b} {encoding} frames {width}x{height} -> [{b}, 1, 224, 224]\n")
-        out.write(_row("batched", batched, b, batched))
-        out.write(_row("per-frame reference", ref, b, batched))
-        out.write(_row("per-frame streambind", own, b, batched))
-        out.write(f"  max |batched - reference| = {diff:.2e}\n")
-        out.write(f"  RATIO {name} batched / per-frame reference loop: {ref / batched:.2f}x\n")
+        _report(name, "frame", b, (batched, ref, own), diff)

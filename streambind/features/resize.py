@@ -201,33 +201,6 @@ def _resize_crop_normalize(frame, xw_first, xw_count, xw, yw_first, yw_count, yw
     _vertical_normalized(rows, yw_first, yw_count, yw, row0, scale, bias, out)
 
 
-def resize_crop_normalize_into(
-    frame: np.ndarray,
-    new_size: tuple[int, int],
-    crop: tuple[int, int],
-    scale: np.ndarray,
-    bias: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Write ``crop(resize(frame, new_size)) * scale + bias`` into ``out`` (3, S, S) float32.
-
-    ``frame`` is an RGB uint8 (H, W, 3) array; ``new_size`` the (width, height) of the
-    bicubic resize; ``crop`` the (left, top) of the S x S crop, which must lie inside it;
-    ``scale`` and ``bias`` are per-channel float32. The uint8 pixels before scaling equal
-    Pillow's ``Image.resize(new_size, BICUBIC).crop(...)``. Releases the GIL.
-    """
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise FeatureError(f"resize: expected uint8 (H, W, 3), got {frame.shape}", BAD_SHAPE)
-    height, width = frame.shape[:2]
-    size = out.shape[1]
-    (new_w, new_h), (left, top) = new_size, crop
-    # The kernel does not check bounds: a crop outside the resized frame must stop here.
-    if out.shape != (3, size, size) or not (0 <= left <= new_w - size and 0 <= top <= new_h - size):
-        raise FeatureError(f"resize: crop {crop} of {size} outside {new_size}", BAD_SHAPE)
-    xw, yw = crop_weights(width, height, new_w, new_h, left, top, size)
-    _resize_crop_normalize(np.ascontiguousarray(frame), *xw, *yw, scale, bias, out)
-
-
 @numba.njit(nogil=True, cache=True)
 def _resize_crop_normalize_frames(frames, clip, step, xw_first, xw_count, xw, yw_first, yw_count,
                                   yw, scale, bias, out):
@@ -270,6 +243,29 @@ def resize_crop_normalize_frames_into(
     xw, yw = crop_weights(width, height, new_w, new_h, left, top, size)
     _resize_crop_normalize_frames(np.ascontiguousarray(frames), clip, step, *xw, *yw, scale,
                                   bias, out)
+
+
+def resize_crop_normalize_into(
+    frame: np.ndarray,
+    new_size: tuple[int, int],
+    crop: tuple[int, int],
+    scale: np.ndarray,
+    bias: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Write ``crop(resize(frame, new_size)) * scale + bias`` into ``out`` (3, S, S) float32.
+
+    ``frame`` is an RGB uint8 (H, W, 3) array; ``new_size`` the (width, height) of the
+    bicubic resize; ``crop`` the (left, top) of the S x S crop, which must lie inside it;
+    ``scale`` and ``bias`` are per-channel float32. The uint8 pixels before scaling equal
+    Pillow's ``Image.resize(new_size, BICUBIC).crop(...)``. Releases the GIL.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise FeatureError(f"resize: expected uint8 (H, W, 3), got {frame.shape}", BAD_SHAPE)
+    if out.ndim != 3:
+        raise FeatureError(f"resize: expected a (3, S, S) output, got {out.shape}", BAD_SHAPE)
+    resize_crop_normalize_frames_into(frame[None], (np.zeros(1), np.zeros(1)), new_size, crop,
+                                      scale, bias, out[None, :, None])
 
 
 __all__ = ["FILTERS", "AxisWeights", "bicubic_weights", "crop_weights", "pillow_coefficients",
