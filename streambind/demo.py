@@ -205,17 +205,32 @@ def _create_topics(bootstrap: str, names: list[str]) -> None:
         admin.close()
 
 
+class StopRequest(threading.Event):
+    """Set when the demo should stop; ``signum`` is the signal that asked for it, if any."""
+
+    signum: int | None = None
+
+    @property
+    def hung_up(self) -> bool:
+        """The terminal was closed: the processes of its group (Ray's among them) got the
+        same SIGHUP and are gone, so there is nothing left to drain."""
+        return self.signum is not None and self.signum == getattr(signal, "SIGHUP", None)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C or ``--duration``."""
-    stop = threading.Event()
+    stop = StopRequest()
 
     def on_signal(signum: int, _frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for startup
+        stop.signum = signum
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: stop as cleanly as on Ctrl-C, or the
+        signal.signal(signal.SIGHUP, on_signal)  # broker (its own session) is left running
     try:
         return _run(args, stop, sys.stdout)
     except KeyboardInterrupt:
@@ -223,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> int:
+def _run(args: argparse.Namespace, stop: StopRequest, out: TextIO) -> int:
     from streambind.model.cache import default_cache_dir
 
     cache_dir = args.cache_dir or str(default_cache_dir())
@@ -254,7 +269,7 @@ def _run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> int:
                   f"(model {model})...\n")
         out.flush()
         status, metrics_port = _start_pipeline(stack, broker.bootstrap, model, cache_dir,
-                                               workdir, args.num_cpus)
+                                               workdir, args.num_cpus, stop)
         table = EventTable()
         truth = TruthFollower(workdir / "truth.jsonl", table.truth)
         stack.callback(truth.close)
@@ -311,7 +326,8 @@ def _start_simulator(args: argparse.Namespace, bootstrap: str, truth_file: Path,
 
 
 def _start_pipeline(stack: ExitStack, bootstrap: str, model: str, cache_dir: str,
-                    workdir: Path, num_cpus: int | None) -> tuple[Any, int]:
+                    workdir: Path, num_cpus: int | None,
+                    stop: StopRequest) -> tuple[Any, int]:
     """Local Ray, both Serve applications with the world's label set; (status method of
     the ingest deployment, metrics port). Their shutdown is pushed on ``stack``."""
     import ray
@@ -331,17 +347,21 @@ def _start_pipeline(stack: ExitStack, bootstrap: str, model: str, cache_dir: str
     })
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     stack.callback(ray.shutdown)
-    stack.callback(_delete_apps)
+    stack.callback(_delete_apps, stop)
     deploy(config)
     status = serve.get_deployment_handle(INGEST_DEPLOYMENT, INGEST_APP).status
     return status, status.remote().result(timeout_s=120)["metrics_port"]
 
 
-def _delete_apps() -> None:
+def _delete_apps(stop: StopRequest) -> None:
     """Delete both Serve applications (the ingest replicas drain and commit first); the
     controller goes with the local Ray. ``serve.shutdown()`` would kill the controller while
-    this driver's handles still poll it, and Ray would print each failed poll."""
+    this driver's handles still poll it, and Ray would print each failed poll. After a
+    hangup Ray's processes are gone and a delete would wait for them forever: skipped."""
     from ray import serve
+
+    if stop.hung_up:
+        return
 
     from streambind.serve.app import EMBEDDER_APP, INGEST_APP
 

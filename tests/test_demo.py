@@ -173,7 +173,10 @@ def _alive(pids: dict[int, tuple[int, int, int]]) -> list[int]:
 
 @pytest.mark.broker
 @pytest.mark.ray
-def test_streambind_demo_with_no_flags_shows_events_and_stops_cleanly_on_ctrl_c(world_cache):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_streambind_demo_with_no_flags_shows_events_and_stops_cleanly_on_ctrl_c(world_cache,
+                                                                                signum):
+    """Ctrl-C, or a closed terminal (SIGHUP), stops it and everything it started."""
     cache, _, _ = world_cache
     env = {**os.environ, "STREAMBIND_CACHE": str(cache), "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
@@ -210,7 +213,7 @@ def test_streambind_demo_with_no_flags_shows_events_and_stops_cleanly_on_ctrl_c(
               f"from the start of `streambind demo`")
         children = _descendants(proc.pid)
         assert len(children) >= 3  # at least the broker, the simulator and Ray's processes
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        os.killpg(proc.pid, signum)  # the terminal signals the whole group
         code = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
