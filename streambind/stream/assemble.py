@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streambind.errors import FeatureError, StreambindError
+from streambind.features.audio import to_mono
 from streambind.stream.chunks import SensorChunk
 from streambind.stream.windows import ClosedWindow
 from streambind.units import NS_PER_S
@@ -189,11 +190,10 @@ PCM16_SCALE = np.float32(1.0 / 32768.0)
 
 
 def _audio_samples(c: SensorChunk) -> np.ndarray:
-    """A chunk's samples as float32 in [-1, 1] (int16 PCM scaled as decode_pcm scales it)."""
+    """A chunk's samples as float32 in [-1, 1] (int16 PCM scaled by ``to_mono``, as
+    decoding scales it)."""
     data = np.asarray(c.data)
-    if data.dtype.kind == "i":
-        return data.astype(np.float32) / 32768.0
-    return np.asarray(data, dtype=np.float32)
+    return to_mono(data) if data.dtype.kind == "i" else np.asarray(data, dtype=np.float32)
 
 
 def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None) -> AudioInput:
