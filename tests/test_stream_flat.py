@@ -166,6 +166,40 @@ def test_row_limit_and_device_check_hold_on_the_fast_path(sim_records):
     assert err.value.reason == "bad_key"
 
 
+def test_remembered_framing_is_used_only_for_the_same_bytes_up_to_the_body(sim_records):
+    """A record framed and described exactly like one read before skips the message loop;
+    the row and body limits still apply, and any other ending takes the loop again."""
+    rec = sim_records["audio"][0]
+    schema = sensor_schema("audio")
+    ipc_flat._FRAMES.clear()
+    first = ipc_flat.read_flat(rec.value, schema, 10_000, 10**9)
+    assert first is not None and len(ipc_flat._FRAMES) == 1
+    data = memoryview(rec.value)
+    found = ipc_flat._known(data, schema, 10_000, 10**9)
+    assert found is not None and found[1] == first.num_rows
+    assert ipc_flat._known(data, schema, 0, 10**9) is None  # over the row limit
+    assert ipc_flat._known(data, schema, 10_000, 1) is None  # over the body limit
+    assert ipc_flat.read_flat(rec.value, schema, 10_000, 1) is None
+    for tail in (b"\x00", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff\x00\x00\x00\x01"):
+        value = rec.value + tail
+        assert ipc_flat._known(memoryview(value), schema, 10_000, 10**9) is None
+
+        def outcome(fast, value=value):
+            try:
+                return _decode("audio", rec, fast=fast, value=value)
+            except RecordError as err:
+                return err.reason
+
+        fast, general = outcome(True), outcome(False)
+        if isinstance(general, str):
+            assert fast == general
+        else:
+            _same(fast, general)
+    again = ipc_flat.read_flat(rec.value, schema, 10_000, 10**9)
+    assert again is not None
+    assert bytes(again.views("data")[0]) == bytes(first.views("data")[0])
+
+
 def test_image_size_reads_jpeg_and_png_headers():
     import io
 

@@ -5,7 +5,9 @@ uncompressed record batch whose schema is exactly the modality's. For those,
 :func:`read_flat` reads the stream framing and the batch's flatbuffer metadata itself and
 returns the columns as numpy views of the record's bytes (:class:`FlatBatch`): no Arrow
 objects per record, the schema message parsed once per distinct schema (cached by its
-bytes), null counts read from the batch's field nodes rather than per column. Everything
+bytes), null counts read from the batch's field nodes rather than per column, and a record
+whose bytes up to its batch body repeat those of one read before (a producer's records
+do: same schema, same sizes) is not walked message by message again. Everything
 else (other or extra fields, nullable variants, compression, several batches, nulls,
 anything malformed) returns None, and the caller uses the general bounded reader
 (:func:`streambind.stream.ipc.read_ipc`), which then reports the precise dead-letter
@@ -241,12 +243,85 @@ def _plan(flat: _Flat, batch: int, body_len: int, layout: _Layout) -> tuple[int,
     return rows, tuple(plan)
 
 
+# The framing and both metadata of the common record, byte for byte: (expected schema id,
+# the record up to its batch body) -> (body length, rows, plan). A producer's records repeat
+# them (same schema, same sizes), so such a record skips the message loop entirely.
+_FRAMES: dict[tuple[int, bytes], tuple[int, int, _Plan]] = {}
+_MARKED_LENGTH = struct.Struct("<ii")  # continuation marker (-1), metadata length
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def _batch_start(data: memoryview) -> int:
+    """Where the body of the second message starts when the record is framed as a schema
+    message without body then a batch message, both with continuation markers; else -1."""
+    size = len(data)
+    if size < 16:
+        return -1
+    mark, length = _MARKED_LENGTH.unpack_from(data, 0)
+    second = 8 + length
+    if mark != -1 or length <= 0 or second + 8 > size:
+        return -1
+    mark, length = _MARKED_LENGTH.unpack_from(data, second)
+    body = second + 8 + length
+    return body if mark == -1 and 0 < length and body <= size else -1
+
+
+def _known(data: memoryview, expected: pa.Schema, max_rows: int,
+           max_body_bytes: int) -> tuple[int, int, _Plan] | None:
+    """(body start, rows, plan) of a record whose framing and metadata were read before and
+    that ends with its body or an end-of-stream marker; None: read it message by message."""
+    body = _batch_start(data)
+    if body < 0:
+        return None
+    hit = _FRAMES.get((id(expected), bytes(data[:body])))
+    if hit is None:
+        return None
+    body_len, rows, plan = hit
+    rest = len(data) - body - body_len
+    if rows > max_rows or body_len > max_body_bytes or not (
+            rest == 0 or (rest == 8 and data[-8:] == _END_OF_STREAM)):
+        return None  # the message loop gives the outcome
+    return body, rows, plan
+
+
+def _remember(data: memoryview, expected: pa.Schema, body: int, body_len: int, rows: int,
+              plan: _Plan) -> None:
+    if _batch_start(data) != body:
+        return  # framed otherwise (e.g. without continuation markers): not remembered
+    if len(_FRAMES) >= _MESSAGE_CACHE_MAX:
+        _FRAMES.clear()
+    _FRAMES[(id(expected), bytes(data[:body]))] = (body_len, rows, plan)
+
+
 def _read(data: memoryview, expected: pa.Schema, layout: _Layout,
           max_rows: int, max_body_bytes: int) -> FlatBatch | None:
+    found = _known(data, expected, max_rows, max_body_bytes)
+    if found is None:
+        found = _read_messages(data, expected, layout, max_rows, max_body_bytes)
+        if found is None:
+            return None
+    body, rows, plan = found
+    cols: dict[str, tuple[np.ndarray, int, bool]] = {}
+    for name, dtype, v_start, v_len, o_start, _o_len, text in plan:
+        if dtype is not None:
+            cols[name] = (np.frombuffer(data, dtype, rows, body + v_start), -1, False)
+            continue
+        offsets = np.frombuffer(data, "<i4", rows + 1, body + o_start)
+        if offsets[0] < 0 or offsets[-1] > v_len or (
+                rows > 1 and (offsets[1:] < offsets[:-1]).any()):
+            return None
+        cols[name] = (offsets, body + v_start, text)
+    return FlatBatch(rows, data, cols)
+
+
+def _read_messages(data: memoryview, expected: pa.Schema, layout: _Layout,
+                   max_rows: int, max_body_bytes: int) -> tuple[int, int, _Plan] | None:
+    """(body start, rows, plan) of the record's one batch, read message by message."""
     size = len(data)
     pos = 0
     schema_ok = False
     found: tuple[int, int, _Plan] | None = None  # body start, rows, plan
+    found_len = 0
     count = 0
     while pos + 4 <= size:
         start = pos
@@ -276,18 +351,8 @@ def _read(data: memoryview, expected: pa.Schema, layout: _Layout,
               or rows > max_rows):
             return None
         else:
-            found = (body, rows, plan)
+            found, found_len = (body, rows, plan), body_len
     if not schema_ok or found is None:
         return None
-    body, rows, plan = found
-    cols: dict[str, tuple[np.ndarray, int, bool]] = {}
-    for name, dtype, v_start, v_len, o_start, _o_len, text in plan:
-        if dtype is not None:
-            cols[name] = (np.frombuffer(data, dtype, rows, body + v_start), -1, False)
-            continue
-        offsets = np.frombuffer(data, "<i4", rows + 1, body + o_start)
-        if offsets[0] < 0 or offsets[-1] > v_len or (
-                rows > 1 and (offsets[1:] < offsets[:-1]).any()):
-            return None
-        cols[name] = (offsets, body + v_start, text)
-    return FlatBatch(rows, data, cols)
+    _remember(data, expected, found[0], found_len, found[1], found[2])
+    return found
