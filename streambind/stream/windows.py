@@ -53,12 +53,12 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
 
 from streambind import metrics
 from streambind.errors import ConfigError
 from streambind.stream.chunks import SensorChunk
 from streambind.stream.window_buffer import WindowBuffer, coverage_and_gaps, selection_of
+from streambind.stream.window_device import DeviceWindows, latest, restart_states
 from streambind.stream.window_types import (
     NS_PER_S,
     AddResult,
@@ -81,29 +81,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TTL_SWEEP_S = 1.0  # at most one device-TTL sweep per second of processing time
-
-
-def _max(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None or a >= b else b
-
-
-@dataclass(slots=True)
-class _Device:
-    windows: dict[int, WindowBuffer] = field(default_factory=dict)  # by start_ns
-    starts: list[int] = field(default_factory=list)  # heap of the keys of ``windows``
-    max_ts_ns: int | None = None
-    floor_wm_ns: int | None = None  # restored watermark
-    closed_end_ns: int | None = None  # largest end of a window closed for this device
-    restored_through_ns: int | None = None
-    reopen: set[int] = field(default_factory=set)  # restored: unreleased starts to rebuild
-    last_seen_s: float = 0.0
-    last_offset: int = -1
-
-    def watermark(self, lateness_ns: int) -> int | None:
-        wm = None if self.max_ts_ns is None else self.max_ts_ns - lateness_ns
-        return _max(wm, self.floor_wm_ns)
 
 
 _LIVE: weakref.WeakSet[Windower] = weakref.WeakSet()
@@ -145,7 +122,7 @@ class Windower:
         self._clock = clock
         self._select = selection_of(spec.modality)
         self._default_floor_ns = initial_watermark_ns
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[str, DeviceWindows] = {}
         self._active: OrderedDict[str, None] = OrderedDict()  # seen, least recently first
         self._idle: OrderedDict[str, float] = OrderedDict()  # no open window, since when
         self._due: set[str] = set()  # devices whose watermark passed an open window's end
@@ -158,14 +135,14 @@ class Windower:
         self.forgotten_devices = 0
         now_s = clock()
         for device_id, state in (restored or {}).items():
-            device = self._devices[device_id] = _Device(
+            device = self._devices[device_id] = DeviceWindows(
                 floor_wm_ns=state.watermark_ns,
                 closed_end_ns=state.through_ns,
                 restored_through_ns=state.through_ns,
                 reopen=set(state.reopen_starts),
                 last_seen_s=now_s,
             )
-            device.floor_wm_ns = _max(device.floor_wm_ns, initial_watermark_ns)
+            device.floor_wm_ns = latest(device.floor_wm_ns, initial_watermark_ns)
             self._idle[device_id] = now_s
         _LIVE.add(self)
 
@@ -195,7 +172,7 @@ class Windower:
         device = self._devices.get(device_id)
         if device is None:
             return None
-        return _max(device.watermark(self.spec.allowed_lateness_ns), device.closed_end_ns)
+        return latest(device.watermark(self.spec.allowed_lateness_ns), device.closed_end_ns)
 
     def open_windows(self) -> dict[WindowKey, int]:
         """Every open window's key and the smallest Kafka offset among its chunks."""
@@ -211,37 +188,9 @@ class Windower:
         return min(offsets) if offsets else None
 
     def restart_states(self, unreleased: Iterable[Hashable]) -> dict[str, DeviceRestart]:
-        """Per tracked device, the state to store with a commit (``sink`` left unset).
-
-        ``unreleased``: the partition's unreleased holds (window keys count, other tokens
-        are ignored): closed or open windows whose outputs are not acknowledged yet. A
-        replay from the committed offset with this state rebuilds exactly those windows.
-        """
-        lowest: dict[str, int] = {}
-        starts: dict[str, list[int]] = {}
-        for key in unreleased:
-            if isinstance(key, WindowKey) and key.device_id in self._devices:
-                lowest[key.device_id] = min(lowest.get(key.device_id, key.end_ns), key.end_ns)
-                starts.setdefault(key.device_id, []).append(key.start_ns)
-        out: dict[str, DeviceRestart] = {}
-        lateness = self.spec.allowed_lateness_ns
-        size = self.spec.size_ns
-        for device_id, device in self._devices.items():
-            for start in device.reopen:  # restored, not rebuilt yet: still to come
-                lowest[device_id] = min(lowest.get(device_id, start + size), start + size)
-                starts.setdefault(device_id, []).append(start)
-            wm = device.watermark(lateness)
-            through = _max(wm, device.closed_end_ns)
-            if through is None:
-                continue
-            low = lowest.get(device_id)
-            if low is not None and wm is not None:
-                wm = min(wm, low - 1)
-            reopen = tuple(sorted({s for s in starts.get(device_id, ()) if s + size <= through}))
-            out[device_id] = DeviceRestart(
-                watermark_ns=wm, through_ns=through, reopen_starts=reopen,
-                sink_through_ns=through if low is None else min(through, low - 1))
-        return out
+        """Per tracked device, the state to store with a commit (see
+        :func:`~streambind.stream.window_device.restart_states`)."""
+        return restart_states(self._devices, self.spec, unreleased)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -253,7 +202,7 @@ class Windower:
         device_id = chunk.device_id
         device = self._devices.get(device_id)
         if device is None:
-            device = self._devices[device_id] = _Device(floor_wm_ns=self._default_floor_ns)
+            device = self._devices[device_id] = DeviceWindows(floor_wm_ns=self._default_floor_ns)
         device.last_seen_s = self._clock()
         device.last_offset = max(device.last_offset, chunk.offset)
         if device.max_ts_ns is None or chunk.ts_ns > device.max_ts_ns:
@@ -265,7 +214,7 @@ class Windower:
         else:
             ranges = windows_overlapping(chunk.ts_ns, chunk.end_ns, spec.size_ns, spec.hop_ns)
         wm = device.watermark(spec.allowed_lateness_ns)
-        closed_below = _max(wm, device.closed_end_ns)
+        closed_below = latest(wm, device.closed_end_ns)
         open_ranges = [r for r in ranges if closed_below is None or r[1] > closed_below
                        or r[0] in device.reopen]
         late = tuple(self._key(device_id, r) for r in ranges if r not in open_ranges)
@@ -380,7 +329,8 @@ class Windower:
             self.forgotten_devices += 1
             logger.debug("forgot device %s (idle %.0f s)", device_id, now_s - device.last_seen_s)
 
-    def _close_device(self, device_id: str, device: _Device, by: ClosedBy) -> list[ClosedWindow]:
+    def _close_device(self, device_id: str, device: DeviceWindows,
+                      by: ClosedBy) -> list[ClosedWindow]:
         closed = [self._close(device_id, device, s, w, by)
                   for s, w in sorted(device.windows.items())]
         device.windows.clear()
@@ -390,12 +340,12 @@ class Windower:
             self._idle[device_id] = self._clock()
         return closed
 
-    def _close(self, device_id: str, device: _Device, start: int, window: WindowBuffer,
+    def _close(self, device_id: str, device: DeviceWindows, start: int, window: WindowBuffer,
                by: ClosedBy) -> ClosedWindow:
         spec = self.spec
         end = window.end_ns
         self.held_bytes -= window.nbytes
-        device.closed_end_ns = _max(device.closed_end_ns, end)
+        device.closed_end_ns = latest(device.closed_end_ns, end)
         device.reopen.discard(start)
         chunks = window.retained()
         coverage, gaps = coverage_and_gaps(
