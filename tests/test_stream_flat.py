@@ -64,6 +64,22 @@ def _same(a, b):
             assert np.array_equal(x.sample_ts_ns, y.sample_ts_ns)
 
 
+def _same_outcome(modality, rec, value):
+    """Decoding ``value`` gives the same chunks, or the same reject, on both paths."""
+
+    def outcome(fast):
+        try:
+            return _decode(modality, rec, fast=fast, value=value)
+        except RecordError as err:
+            return err.reason
+
+    fast, general = outcome(True), outcome(False)
+    if isinstance(general, str):
+        assert fast == general
+    else:
+        _same(fast, general)
+
+
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_simulated_records_take_the_fast_path_and_match_the_general_one(sim_records, modality):
     schema = sensor_schema(modality)
@@ -116,18 +132,7 @@ def test_variants_fall_back_to_the_general_reader_with_the_same_outcome(sim_reco
     rec = sim_records["imu"][0]  # IMU: several rows per record
     value = variant(_table(rec))
     assert ipc_flat.read_flat(value, sensor_schema("imu"), 10_000, 10**9) is None
-
-    def outcome(fast):
-        try:
-            return _decode("imu", rec, fast=fast, value=value)
-        except RecordError as err:
-            return err.reason
-
-    fast, general = outcome(True), outcome(False)
-    if isinstance(general, str):
-        assert fast == general
-    else:
-        _same(fast, general)
+    _same_outcome("imu", rec, value)
 
 
 def test_damaged_payloads_raise_only_record_errors(sim_records):
@@ -183,18 +188,7 @@ def test_remembered_framing_is_used_only_for_the_same_bytes_up_to_the_body(sim_r
     for tail in (b"\x00", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff\x00\x00\x00\x01"):
         value = rec.value + tail
         assert ipc_flat._known(memoryview(value), schema, 10_000, 10**9) is None
-
-        def outcome(fast, value=value):
-            try:
-                return _decode("audio", rec, fast=fast, value=value)
-            except RecordError as err:
-                return err.reason
-
-        fast, general = outcome(True), outcome(False)
-        if isinstance(general, str):
-            assert fast == general
-        else:
-            _same(fast, general)
+        _same_outcome("audio", rec, value)
     again = ipc_flat.read_flat(rec.value, schema, 10_000, 10**9)
     assert again is not None
     assert bytes(again.views("data")[0]) == bytes(first.views("data")[0])

@@ -206,7 +206,7 @@ def assemble_audio(window: ClosedWindow, *, resample_to_hz: float | None = None)
     filled = np.zeros(n, dtype=bool)
     # All int16 PCM at the window's rate (the common case): copied as integers (exact in
     # float32) and scaled once for the whole window instead of once per chunk.
-    pcm = all(np.asarray(c.data).dtype.kind == "i" and c.sample_rate in (None, rate)
+    pcm = all(np.asarray(c.data).dtype == np.int16 and c.sample_rate in (None, rate)
               for c in chunks)
     written_hi = 0  # no sample at or after this index is filled yet
     for c in chunks:
