@@ -41,6 +41,13 @@ OVER_BUDGET_CHUNKS = Counter(
     "and imu: their time counts as not covered; frames: fallback candidates).",
     ["modality"],
 )
+WINDOWS_CLOSED_AT_BOUND = Counter(
+    "streambind_windows_closed_at_bound_total",
+    "Windows the idle timeout closed while the byte bound paused the consumer for open "
+    "windows: their records still unread will be late (max_buffered_bytes is too small for "
+    "the active devices).",
+    ["modality"],
+)
 CONSUMER_LAG = Gauge(
     "streambind_consumer_lag_records",
     "Records between the consumer position and the end of the partition.",
@@ -154,7 +161,7 @@ def _suffixed_names() -> set[str]:
     # Labelled metrics without samples yet still export these names once observed.
     names: set[str] = set()
     for metric in (RECORDS, DLQ, WINDOWS, EVENTS, LABELS, LABEL_RECORDS, OVER_BUDGET_CHUNKS,
-                   MEMORIES_ROWS, MEMORIES_REJECTED):
+                   WINDOWS_CLOSED_AT_BOUND, MEMORIES_ROWS, MEMORIES_REJECTED):
         names.add(metric._name + "_total")
     for metric in (BATCH_SIZE, EMBED_SECONDS, EMBED_REQUEST_WINDOWS, EMBED_REQUEST_SECONDS,
                    LATENCY_SECONDS, MEMORIES_FRESHNESS_SECONDS, MEMORIES_SEARCH_SECONDS):

@@ -43,6 +43,11 @@ def _config(bootstrap: str, make_topic, topic: str, **overrides) -> StreamConfig
     return StreamConfig(**params)
 
 
+def _closed_at_bound() -> float:
+    return REGISTRY.get_sample_value("streambind_windows_closed_at_bound_total",
+                                     {"modality": "audio"}) or 0.0
+
+
 def _committed(bootstrap: str, group: str, topic: str) -> int:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                              enable_auto_commit=False)
@@ -67,6 +72,7 @@ def test_byte_bound_pauses_and_every_window_is_emitted(bootstrap, make_topic):
     send_records(bootstrap, [(topic, r) for _, r in records])
     worth = max(len(r.value) for _, r in records) + AUDIO_SAMPLE_BYTES  # one record, 1 window
     runner = StreamRunner(cfg, SlowEmbedder(dim=8))
+    closed_at_bound = _closed_at_bound()
     gauges: list[tuple[float, float, float]] = []
     stop = threading.Event()
 
@@ -95,6 +101,7 @@ def test_byte_bound_pauses_and_every_window_is_emitted(bootstrap, make_topic):
     assert len({e.key for e in events}) == expected  # every window, nothing lost
     assert runner.stats.records_late == 0
     assert runner.stats.pauses >= 1
+    assert _closed_at_bound() == closed_at_bound  # no window closed early
     assert runner.stats.max_buffered_bytes > bound * 3 // 4  # the bound was reached...
     assert runner.stats.max_buffered_bytes <= bound + worth  # ...and kept, within a record
     assert any(q > 0 for _, q, _ in gauges) and any(o > 0 for o, _, _ in gauges)
@@ -102,10 +109,12 @@ def test_byte_bound_pauses_and_every_window_is_emitted(bootstrap, make_topic):
     assert max(o + q for o, q, _ in gauges) <= bound + worth
 
 
-def test_bound_below_the_open_windows_need_never_wedges(bootstrap, make_topic):
+def test_bound_below_the_open_windows_need_never_wedges(bootstrap, make_topic, caplog):
     """One 2 s audio window holds ~100 kB; a 50 kB bound pauses inside every window. The
     idle clock then runs (only closing open windows can end the pause), windows close by the
-    idle timeout, and the runner reads to the end; the price is counted as late records."""
+    idle timeout, and the runner reads to the end; the price is counted as late records, the
+    windows closed early are counted, and one warning (rate-limited) says which setting to raise."""
+    caplog.set_level("WARNING", logger="streambind.stream.backpressure")
     t0 = aligned_origin_ns()
     topic = make_topic("sensors.audio")
     bound = 50 * KIB
@@ -114,6 +123,7 @@ def test_bound_below_the_open_windows_need_never_wedges(bootstrap, make_topic):
     send_records(bootstrap, [(topic, r) for _, r in records])
     worth = max(len(r.value) for _, r in records) + AUDIO_SAMPLE_BYTES
     runner = StreamRunner(cfg, StandInEmbedder(dim=8))
+    closed_at_bound = _closed_at_bound()
     runner.start()
     try:
         deadline = time.monotonic() + 60
@@ -127,3 +137,9 @@ def test_bound_below_the_open_windows_need_never_wedges(bootstrap, make_topic):
     assert runner.stats.pauses >= 2
     assert runner.stats.max_buffered_bytes <= bound + worth
     assert runner.stats.records_late > 0  # windows closed by the idle timeout while paused
+    assert _closed_at_bound() - closed_at_bound >= 2  # the windows closed early
+    assert runner.stats.windows_closed_at_bound == _closed_at_bound() - closed_at_bound
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "streambind.stream.backpressure" and r.levelname == "WARNING"]
+    assert len(warnings) == 1  # the first window closed early; the next within a minute not
+    assert "max_buffered_bytes" in warnings[0] and "late" in warnings[0]

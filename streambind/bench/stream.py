@@ -296,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
         base = min(c[5].base_mb for c in cores)
         out(f"raw kafka-python consume: {raw_rps:10.0f} records/s, peak RSS {raw_peak:.0f} MB\n")
         out(f"streaming core (no-op embedder): {core_rps:10.0f} records/s, {wps:8.1f} windows/s "
-            f"({last[3]} windows, {last[4].windows_dropped} dropped, {last[4].records_late} "
+            f"({last[3]} windows, {last[4].windows_dropped} dropped, "
+            f"{last[4].windows_closed_at_bound} closed at the byte bound, {last[4].records_late} "
             f"late records), peak RSS {core_peak:.0f} MB (baseline {base:.0f} MB)\n")
         medians = f" (medians of {len(raws)} passes each)" if len(raws) > 1 else ""
         out(f"core / raw records/s ratio: {core_rps / raw_rps:.3f}{medians}; torch threads "

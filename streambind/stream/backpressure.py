@@ -25,12 +25,15 @@ windows (:attr:`Backpressure.waits_for_open_windows`: the open bytes alone are a
 resume level, so draining the worker cannot end the pause). Then the idle clock runs, the
 devices' windows close by the idle timeout, and the bound holds at a price that is counted:
 records of windows closed that way that arrive after the resume are late. That only happens
-when ``max_buffered_bytes`` is smaller than what the open windows of the active devices need.
+when ``max_buffered_bytes`` is smaller than what the open windows of the active devices need;
+such windows are counted (``streambind_windows_closed_at_bound_total``) and a warning (the
+first, then at most one per :data:`WARN_INTERVAL_S`) says which setting to raise.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -39,10 +42,12 @@ from kafka import KafkaConsumer, TopicPartition
 from streambind import metrics
 from streambind.stream.config import StreamConfig
 from streambind.stream.stats import RunnerStats
+from streambind.stream.window_types import ClosedWindow
 
 logger = logging.getLogger(__name__)
 
 RESUME_FRACTION = 0.75  # of max_buffered_bytes: resume at or below it (hysteresis)
+WARN_INTERVAL_S = 60.0  # between warnings about windows closed at the bound
 
 
 class Backpressure:
@@ -58,6 +63,7 @@ class Backpressure:
         self, config: StreamConfig, stats: RunnerStats, *,
         open_bytes: Callable[[], int] = lambda: 0, queued_bytes: Callable[[], int] = lambda: 0,
         open_bytes_of: Callable[[TopicPartition], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.stats = stats
@@ -68,6 +74,9 @@ class Backpressure:
         self.resume_bytes = int(config.max_buffered_bytes * RESUME_FRACTION)
         self._open = 0
         self._queued = 0
+        self._clock = clock
+        self._unwarned = 0  # windows closed at the bound since the last warning
+        self._warned_s: float | None = None
 
     @property
     def held_bytes(self) -> int:
@@ -155,3 +164,27 @@ class Backpressure:
             consumer.pause(*assigned)
             self.paused = True
         metrics.PAUSED_PARTITIONS.set(len(consumer.paused()))
+
+    def count_closed_at_bound(self, closed: Iterable[ClosedWindow]) -> None:
+        """Count the windows of ``closed`` that the idle timeout closed while the pause
+        waits for open windows, and warn (the first time, then at most once per
+        :data:`WARN_INTERVAL_S`): the bound is too small for the active devices."""
+        if not self.waits_for_open_windows:
+            return
+        forced = [w for w in closed if w.closed_by == "idle"]
+        for window in forced:
+            metrics.WINDOWS_CLOSED_AT_BOUND.labels(window.modality).inc()
+        self.stats.windows_closed_at_bound += len(forced)
+        self._unwarned += len(forced)
+        now_s = self._clock()
+        if not forced or (self._warned_s is not None
+                          and now_s - self._warned_s < WARN_INTERVAL_S):
+            return
+        logger.warning(
+            "the byte bound closed %d windows early: open windows alone hold %d bytes, above "
+            "the resume level %d (3/4 of max_buffered_bytes), so they close by the idle "
+            "timeout and their records still unread will be late. Raise max_buffered_bytes "
+            "(about 0.5 MB per active device with all five modalities) or serve fewer "
+            "devices per replica.", self._unwarned, self._open, self.resume_bytes)
+        self._warned_s = now_s
+        self._unwarned = 0

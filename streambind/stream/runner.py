@@ -222,7 +222,9 @@ class StreamRunner:
             if ready is not None:
                 self._apply_decoded(consumer, intake, ready, assigned)
         for part in list(self.assignments.parts.values()):
-            self.dispatch.dispatch(worker, part, part.windower.poll())
+            closed = part.windower.poll()
+            self.backpressure.count_closed_at_bound(closed)
+            self.dispatch.dispatch(worker, part, closed)
         if commits.due():
             rewound = self.assignments.apply(consumer)
             if self._decoder is not None:

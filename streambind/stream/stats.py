@@ -14,6 +14,7 @@ class RunnerStats:
     records_late: int = 0
     windows_queued: int = 0
     windows_dropped: int = 0
+    windows_closed_at_bound: int = 0  # closed by the idle timeout during a byte-bound pause
     max_buffered: int = 0
     max_buffered_bytes: int = 0  # peak of open + queued window bytes (backpressure)
     pauses: int = 0
