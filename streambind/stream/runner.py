@@ -102,7 +102,7 @@ class StreamRunner:
         self._decoder: DecodePipeline | None = None
         self.backpressure = Backpressure(config, self.stats, open_bytes=self.open_bytes,
                                          queued_bytes=lambda: self.dispatch.queued_bytes,
-                                         open_bytes_of=self._open_bytes_of)
+                                         open_bytes_of=self._open_bytes_of, clock=clock)
 
     @property
     def _buffered(self) -> int:
