@@ -149,6 +149,11 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait(timeout=_STOP_TIMEOUT_S)
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (None before ``start`` and after ``stop``)."""
+        return self._proc.pid if self._proc is not None else None
+
     def running(self) -> bool:
         """True while the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None

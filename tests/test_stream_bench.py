@@ -30,6 +30,12 @@ def test_bench_stream_small_run(monkeypatch, bootstrap):
     assert ratio and float(ratio.group(1)) > 0
     assert windows and int(windows.group(2)) > 0 and float(windows.group(1)) > 0
     assert len(peaks) == 2 and min(peaks) > 0
+    cpu = re.search(r"CPU per pass \(medians\): raw consumer ([0-9.]+) s, core process "
+                    r"([0-9.]+) s; broker not measured \(external\); .* needs ([0-9.]+) cores",
+                    text)
+    assert cpu, text
+    raw_cpu, core_cpu, cores = (float(x) for x in cpu.groups())
+    assert raw_cpu > 0 and core_cpu > raw_cpu and cores > 0  # the core decodes and windows
 
 
 def test_template_workload_rates_sizes_and_order():

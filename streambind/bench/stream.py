@@ -17,6 +17,11 @@ warm-up (numba's compiled kernels, filter banks), done before the pass. torch ru
 ``--torch-threads`` intra-op threads in the core pass (default 1, what a Ray actor with
 ``num_cpus`` <= 1, such as the ingest replica, gets: ``OMP_NUM_THREADS=1``).
 
+CPU: the seconds of CPU (user + system, every thread) the benchmark's process used during
+each timed span, and the embedded broker's in the same span (not measured with
+``--bootstrap``), with how many cores the core would need busy throughout to finish in
+twice the raw time at that CPU (what 0.5x asks of the machine).
+
 Peak memory: the process's peak resident set (``VmHWM``), reset before each pass
 (``/proc/self/clear_refs``), so each figure is that pass's own peak, over the resident
 baseline printed with it (interpreter, libraries, broker client). Without the reset
@@ -26,15 +31,14 @@ baseline printed with it (interpreter, libraries, broker client). Without the re
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
-import resource
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from streambind.bench.costs import CpuSpan, Peak, cpu_summary, cpu_text
 from streambind.bench.stream_workload import Workload, records
 
 logger = logging.getLogger(__name__)
@@ -84,42 +88,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "the StreamConfig default)")
 
 
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM, the peak resident set
-        return True
-    except OSError:
-        return False
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class _Peak:
-    """The resident baseline at the start of a pass and its peak during it (MB)."""
-
-    def __enter__(self) -> _Peak:
-        gc.collect()
-        self.reset = _reset_peak()
-        self.base_mb = (_status_kb("VmRSS") or 0) / 1024
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        hwm = _status_kb("VmHWM") if self.reset else None
-        kb = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        self.peak_mb = kb / 1024
-
-
-def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float) -> float:
+def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float,
+              cpu: CpuSpan | None = None) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -132,12 +102,17 @@ def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float) -
     deadline = time.perf_counter() + timeout_s
     while seen < total and time.perf_counter() < deadline:
         polled = time.perf_counter()
+        before = cpu.read() if cpu is not None and start is None else None
         batches = consumer.poll(timeout_ms=200)
         if batches and start is None:
             start = polled  # from the poll that returned the first records
+            if cpu is not None:
+                cpu.mark(before)
         for msgs in batches.values():
             seen += len(msgs)
     elapsed = time.perf_counter() - (start or deadline)
+    if cpu is not None:
+        cpu.stop()
     consumer.close()
     if seen < total:
         logger.warning("raw pass read %d of %d records", seen, total)
@@ -146,7 +121,7 @@ def _raw_pass(bootstrap: str, topics: list[str], total: int, timeout_s: float) -
 
 def _core_pass(
     bootstrap: str, topics: dict[str, str], total: int, timeout_s: float,
-    decode_threads: int = 1, max_buffered_mb: float | None = None,
+    decode_threads: int = 1, max_buffered_mb: float | None = None, cpu: CpuSpan | None = None,
 ) -> tuple[float, int, Any]:
     from streambind.stream.config import StreamConfig
     from streambind.stream.embed import NoopEmbedder
@@ -166,6 +141,8 @@ def _core_pass(
     drained_s = closed_s = None  # idle from drained_s until closed_s (last windows closed)
     while time.perf_counter() < deadline and runner.error is None:
         now_s = time.perf_counter()
+        if cpu is not None and not cpu.marked and stats.first_poll_s is not None:
+            cpu.mark()  # within one sleep of the first records
         done = stats.records_accepted + stats.records_dlq + stats.records_late >= total
         idle = done and runner._buffered == 0 and sink.windows >= stats.windows_queued
         still_open = runner.open_bytes() > 0
@@ -177,6 +154,8 @@ def _core_pass(
             break
         time.sleep(0.002)
     end_s = time.perf_counter()
+    if cpu is not None:
+        cpu.stop()
     # From the poll that returned the first records to the acknowledgement of the last
     # window (the last ones close by the idle timeout, after their device's last record:
     # they are part of the work), less the time the core only waited for that timeout.
@@ -272,21 +251,28 @@ def run(args: argparse.Namespace) -> int:
         del samples
         threads = torch.get_num_threads()
         raws, cores = [], []
+        broker_pid = broker.pid if broker is not None else None
+        cpus: list[tuple[float, CpuSpan, CpuSpan]] = []  # (raw seconds, raw CPU, core CPU)
         for _ in range(max(1, args.repeat)):
-            with _Peak() as raw_mem:
-                raw_s = _raw_pass(bootstrap, list(topics.values()), total, args.timeout)
+            raw_cpu, core_cpu = CpuSpan(broker_pid), CpuSpan(broker_pid)
+            with Peak() as raw_mem:
+                raw_s = _raw_pass(bootstrap, list(topics.values()), total, args.timeout,
+                                  raw_cpu)
             raws.append((total / raw_s, raw_s, raw_mem))
             torch.set_num_threads(max(1, args.torch_threads))
             try:
-                with _Peak() as core_mem:
+                with Peak() as core_mem:
                     core_s, windows, core = _core_pass(bootstrap, topics, total, args.timeout,
-                                                       args.decode_threads, args.max_buffered_mb)
+                                                       args.decode_threads, args.max_buffered_mb,
+                                                       core_cpu)
             finally:
                 torch.set_num_threads(threads)
             cores.append((total / core_s, windows / core_s, core_s, windows, core, core_mem))
+            cpus.append((raw_s, raw_cpu, core_cpu))
             out(f"  pass: raw {total / raw_s:9.0f} records/s ({raw_s:.2f} s) | core "
                 f"{total / core_s:9.0f} records/s, {windows / core_s:8.1f} windows/s "
-                f"({core_s:.2f} s) | ratio {raw_s / core_s:.3f}\n")
+                f"({core_s:.2f} s) | ratio {raw_s / core_s:.3f} | CPU s raw "
+                f"{cpu_text(raw_cpu)}, core {cpu_text(core_cpu)}\n")
         raw_rps = statistics.median(r[0] for r in raws)
         core_rps = statistics.median(c[0] for c in cores)
         wps = statistics.median(c[1] for c in cores)
@@ -302,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
         medians = f" (medians of {len(raws)} passes each)" if len(raws) > 1 else ""
         out(f"core / raw records/s ratio: {core_rps / raw_rps:.3f}{medians}; torch threads "
             f"{max(1, args.torch_threads)}, decode threads {args.decode_threads}\n")
+        out(cpu_summary(cpus))
     finally:
         if broker is not None:
             broker.stop()
