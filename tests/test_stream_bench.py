@@ -35,7 +35,8 @@ def test_bench_stream_small_run(monkeypatch, bootstrap):
                     text)
     assert cpu, text
     raw_cpu, core_cpu, cores = (float(x) for x in cpu.groups())
-    assert raw_cpu > 0 and core_cpu > raw_cpu and cores > 0  # the core decodes and windows
+    # The raw pass of this tiny run can round to 0.00 s; the core decodes, windows, featurizes.
+    assert core_cpu > 0 and core_cpu >= raw_cpu >= 0 and cores > 0
 
 
 def test_template_workload_rates_sizes_and_order():
